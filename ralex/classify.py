@@ -1,0 +1,167 @@
+"""Task classification: does this coding task need the smart model or will the cheap one do?
+
+Pure and fast (a few regex scans, well under a millisecond). The scorer adds weighted evidence
+for *breadth and difficulty* (design, diagnosis, concurrency, security, migrations, scale,
+scope over a whole system) and subtracts evidence for *small, local, mechanical edits* (typos,
+renames, docstrings, one value in one named file). Each matched signal is kept so the decision
+can explain itself.
+
+The signal families are general categories of software work, not phrases from any one data
+set; `bench/router_bench.py` measures them on the labelled dev set and on a held-out set.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final, Literal
+
+TaskClass = Literal["cheap", "smart"]
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One family of evidence: a name for explanations, a weight, and a pattern."""
+
+    name: str
+    weight: float
+    pattern: re.Pattern[str]
+
+
+def _sig(name: str, weight: float, pattern: str) -> Signal:
+    return Signal(name, weight, re.compile(pattern, re.IGNORECASE))
+
+
+# Positive weight pushes towards smart, negative towards cheap.
+SIGNALS: Final[tuple[Signal, ...]] = (
+    # --- breadth and difficulty -------------------------------------------------------------
+    _sig("design", 3.0, r"\b(architect\w*|design(ing)?\b|redesign\w*|restructur\w*|re-?organi[sz]\w*"
+         r"|decoupl\w*|modulari[sz]\w*|untangl\w*|boundar(y|ies)|proper (package|table|module|abstraction|api|layer)|clean up the mess|messy|abstraction\w*|domain (logic|model)|separation of concerns"
+         r"|dependency (graph|inversion)|circular (import|dependenc)\w*)"),
+    _sig("refactor", 2.5, r"\b(refactor\w*|rewrite|rework|overhaul\w*|split \w+ into|extract \w+ (layer|service))"),
+    _sig("diagnosis", 3.0, r"\b(analy[sz]\w*|investigat\w*|diagnos\w*|root cause|figure out|find out|"
+         r"why (is|are|does|do|did|would|the)\b|what causes|causes? of|debug(ging)? (this|the|why|it|our)\b|profil(ing|er)\b|profile (the|this|it|our)\b|bottleneck\w*"
+         r"|help me (find|understand|track)|track down|get(s)? slower|regression)"),
+    _sig("hard-runtime", 3.0, r"\b(concurren\w*|race condition\w*|deadlock\w*|thread(s|ed|ing|-safe)?\b"
+         r"|parallel\w*|asynchron\w*|distributed|consisten(t|cy)\b|replicat\w*|shard\w*|partition\w*"
+         r"|scal(e|ing|able|ability)\b|performance|optimi[sz]\w*|latency|throughput|memory (leak|usage)"
+         r"|leak(s|ing)?\b|segfault\w*|crash(es|ing)?\b|intermittent\w*|randomly|flaky|under load"
+         r"|cpu[- ]bound|i/o[- ]bound|slow(er|ness)?\b|faster|speed (it )?up|laggy|freez\w*|hammered|re-?renders?\b|cache (cluster|invalidation)|load balancer|eventual)"),
+    _sig("security", 3.0, r"\b(secur\w*|vulnerab\w*|exploit\w*|threat model|jwt|oauth\w*|oidc|sso|saml|auth\b"
+         r"|authenticat\w*|authori[sz]\w*|credentials?|secrets?\b|leaked|rotate (them|the|keys?)|abuse|d?dos\b|encrypt\w*"
+         r"|key (storage|rotation|management)|injection|xss|csrf|row[- ]level|permission model|sandbox\w*)"),
+    _sig("big-change", 3.0, r"\b(migrat(e|ing) (from|to|our|the \w+ (to|from))|migrating|online migration|can'?t lock|without locking|port (it |this |the \w+ )?(to|from)\b|multi-?tenan\w*|state machine"
+         r"|consistent hashing|protocol|backward(s)? compat\w*|zero[- ]downtime|resum\w*|idempoten\w*"
+         r"|lifecycle|conflicts?\b|transaction(al|s)?\b|schema (change|design)|data model|fuzzy|ranking|algorithm"
+         r"|end[- ]to[- ]end|ci/cd pipeline|pipeline)"),
+    _sig("judgement", 2.5, r"\b(review\w*|audit\w*|strateg\w*|propos\w*|plan(ning)?\b|trade-?offs?"
+         r"|evaluat\w*|decide|recommend\w*|best (way|approach)|pros and cons|approach(es)? for|compare)"),
+    _sig("scope", 2.0, r"\b(whole|entire|across|codebase|code base|repositor\w*|this repo\b|project structure"
+         r"|(all|every) (the )?(\w+ )?(modules?|services?|components?|endpoints?|packages?|layers?|handlers?)"
+         r"|component tree|system[- ]wide|the (app|system|project)\b|our (app|system|stack|platform))"),
+    _sig("symptom", 2.5, r"\b(sometimes|occasional(ly)?|intermittent(ly)?|randomly|every (few|other|now)"
+         r"|keeps? (\w+ing|on \w+ing)|after (upgrading|updating|we|the (upgrade|update|deploy\w*|migration|release))"
+         r"|since (last|we|the|yesterday|this)|no idea|idk\b|not sure why|don'?t know why|weird\w*|strange\w*"
+         r"|wrong (when|for|after|on|in|since|results?|totals?|dates?|numbers?|prices?)|off by|no longer"
+         r"|passes locally|works locally|on my machine|\b\d+ (in|out of) \d+\b|fails? (on|in|when|with|about)"
+         r"|in prod(uction)?\b|(sent|charged|created|processed|runs?) twice|duplicat\w*|ends? up|empty\b"
+         r"|dropp(ing|ed|s)\b|overwrit\w*|sluggish|stuck|hang(s|ing)?\b|oom\b|killed|exit code"
+         r"|5\d\d(s|\b)|corrupt\w*|(doesn'?t|does not|stopped|isn'?t|not) work\w*|broke\b|breaks\b|\?\?)"),
+    _sig("affects-some", 1.5, r"\b(some|certain|a few|many|big|large) (users|customers|people|accounts|requests"
+         r"|clients|uploads|orders|jobs|tenants|devices|browsers)\b|\bonly on (some|certain|older)|\b(two|multiple) (people|users|requests|workers) "
+         r"|same (time|moment)|simultaneous\w*|at once\b"),
+    _sig("coordination", 1.5, r"(\band (update|fix|change|migrate|wire|adapt|port) (all|every|both|the \w+ "
+         r"(clients?|callers|tests|consumers))|\ball (the )?callers\b|\bboth the \w+ and\b|\bconsolidat\w*"
+         r"|\bproperly\b|find every (place|usage|call)|go through (the|our) (code|codebase|repo)|fix them all|\bboth \w+ (clients|apps|services)|can'?t happen again|\bget (us|it|ci|the build) (green|passing)|\bwire (it|this) (into|up)"
+         r"|(different|multiple|several|many) (modules|files|services|packages|places|repos)|\bmonorepo)"),
+    _sig("correctness", 2.0, r"\b(sound(ness)?\b|invariants?|unsafe\b|undefined behaviou?r|edge cases"
+         r"|correct(ness)? (of|under|when)|proof|prove|formally|lock[- ]free|memory (model|ordering)|atomic\w*)"),
+    _sig("open-question", 1.5, r"(what should (we|i) do|how should (we|i)\b|any ideas|\bideas\b|,? help\W*$|^help\b"
+         r"|is (it|this|our \w+) (actually|really)|best practice for (our|this))"),
+    _sig("feature", 2.0, r"\b(undo|redo|offline|sync(hroni[sz]\w*)?( later)?\b|real-?time|collaborat\w*"
+         r"|feature flags?|rollouts?|targeting|notification system|permissions? system|plugin system"
+         r"|i18n|internationali[sz]\w*|rate limit\w*|background jobs?|job queue|webhooks?|\w+ system\b)"),
+    _sig("perf-number", 1.5, r"(\b(takes?|took|taking|is|at|to|under|below) ~?\d+(\.\d+)?\s?(ms|s|sec\w*|min\w*"
+         r"|hours?|gb|mb)\b|\b(cut|get|bring) (it|this|that|\w+) (down|under)|\bexplain (analyze|output)"
+         r"|\bseq scan)"),
+    _sig("scale", 2.0, r"(\b\d+(\.\d+)?\s*(million|billion|[mbk])\b(?! ?(b|mb|kb|gb))|\bmillions?\b"
+         r"|\bbillions?\b|\bat scale\b|\bhigh[- ]traffic\b)"),
+    _sig("build", 1.5, r"\b(implement\w*|build (a|an|the)|from scratch|new (service|subsystem|feature|module))"),
+    _sig("explain-system", 2.0, r"\b(explain|walk me through|how does) (the |our |this )?(architecture|"
+         r"design|system|codebase|repo\w*|flow|data flow|whole)"),
+    _sig("preserve-behaviour", 1.5, r"\b(keeping|keep|preserv\w*) (the )?(behaviou?r|api|semantics|compatib\w*)"
+         r"|(doesn'?t|does not|won'?t|nothing) breaks?\b"
+         r"|behaviou?r identical|without (breaking|changing|losing|downtime)"),
+    _sig("test-strategy", 1.5, r"\b(test strategy|testing strategy|test plan|coverage strategy|almost no tests)"),
+    # --- small, local, mechanical -----------------------------------------------------------
+    _sig("cosmetic", -3.0, r"\b(typos?|spelling|misspell\w*|docstrings?|comments?|commented[- ]out|(re)?format (the|this|it|all|\w+\.\w+)|formatter|black style|prettier|changelog"
+         r"|lint\w*|whitespace|indent\w*|newline|trailing|line breaks?|alphabetical\w*|capitali[sz]\w*"
+         r"|wording|reword\w*|punctuation|color|colour|font|padding|margin)\b"),
+    _sig("rename", -2.5, r"\b(renam\w*|rename \w+ to|change ['\"]?\w+['\"]? to ['\"]?\w+)"),
+    _sig("small-edit", -1.5, r"^\s*(please\s+)?(quick(ly)?:?\s+)?(add|remove|delete|drop|change|replace|update"
+         r"|bump|set|put|move|fix|close|use|print|log|return|insert|wrap|swap|sort|increase|decrease"
+         r"|raise|lower|pin|upgrade|import|export|expose|hide|show|enable|disable|turn)\b"),
+    _sig("smallness", -2.0, r"\b(quick(ly)?|simple|small|tiny|minor|trivial|one[- ]liners?|single line"
+         r"|just|only|one-?word|a couple of lines)\b"),
+    _sig("local-target", -1.5, r"(\b[\w/-]+\.(py|js|jsx|ts|tsx|go|rs|java|kt|rb|php|c|h|cpp|cs|cfg|toml|ya?ml"
+         r"|json|md|css|scss|html|sql|sh|ini|txt|env|lock)\b|\b\w+\(\)|\bin the same file\b|\bat the (top|bottom)"
+         r" of\b|\bline \d+\b|#[0-9a-f]{3,6}\b)"),
+    _sig("small-thing", -1.5, r"\b(default value|parameter|argument|flag|constant|env(ironment)? var\w*|log"
+         r" (message|line|level)|error message|assert\w*|header|label|placeholder|tooltip|string|"
+         r"dependenc(y|ies)|dev dependencies|version\b|deprecat\w*|cursor|finally block|type hints?|"
+         r"return type|unused (import|variable)s?|import statement|test that|unit test for|a test (for|that)|"
+         r"timeout value|max_\w+|getter|setter|readme|changelog|gitignore|\.gitignore)\b"),
+    _sig("simple-question", -2.0, r"^\s*(what('s| is| are| does)|how (do|can) i|difference between|"
+         r"what's the difference|can you explain what|is there a way to)\b"),
+)
+
+SMART_THRESHOLD: Final = 1.0
+"""Score at or above which a task goes to the smart model."""
+
+_WORD = re.compile(r"\w+")
+_QUOTED = re.compile(r"(?<![\w`])(['\"])[^'\"\n]{2,200}?\1(?!\w)")
+"""Quoted phrases ('...' or "...") are content to insert, not a description of the work."""
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """Outcome of :func:`classify` with the evidence behind it."""
+
+    label: TaskClass
+    score: float
+    matched: tuple[str, ...]
+
+    def explain(self) -> str:
+        evidence = ", ".join(self.matched) if self.matched else "no strong signals"
+        return f"task looks {self.label} (score {self.score:+.1f}: {evidence})"
+
+
+def classify(text: str, threshold: float = SMART_THRESHOLD) -> Classification:
+    """Score a task description and label it cheap or smart.
+
+    >>> classify("fix the typo in the error message of load_user").label
+    'cheap'
+    >>> classify("review this pull request for concurrency bugs").label
+    'smart'
+    """
+    text = _QUOTED.sub(" QUOTED ", text)
+    score = 0.0
+    matched: list[str] = []
+    for signal in SIGNALS:
+        match = signal.pattern.search(text)
+        if match:
+            score += signal.weight
+            matched.append(f"{signal.name} '{match.group(0).strip()}'")
+    words = len(_WORD.findall(text))
+    # Long, multi-part requests are rarely mechanical edits.
+    if words > 60:
+        score += 2.0
+        matched.append(f"long request ({words} words)")
+    elif words > 30:
+        score += 1.0
+        matched.append(f"detailed request ({words} words)")
+    if text.count("\n- ") + text.count("\n* ") + len(re.findall(r"\n\d+\.", text)) >= 3:
+        score += 1.5
+        matched.append("multi-step list")
+    label: TaskClass = "smart" if score >= threshold else "cheap"
+    return Classification(label=label, score=score, matched=tuple(matched))

@@ -1,0 +1,215 @@
+"""The budget engine: admits, settles and records requests around the pure policy.
+
+It owns the in-memory state of one proxy process (today's spend, holds of requests in flight,
+the per-turn routing memory) and hands ledger rows to the writer. The LiteLLM hook adapts
+LiteLLM's callbacks to :meth:`admit`, :meth:`settle` and :meth:`fail`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Final
+
+from ralex.budget import BudgetSnapshot, ReservationBook, budget_day
+from ralex.ledger.store import BudgetSettings, LedgerRow
+from ralex.policy import Decision, Refusal, RouteInput, RoutingConfig, UnknownAlias, route
+from ralex.request import ChatRequest, RequestError
+
+Clock = Callable[[], datetime]
+Sink = Callable[[LedgerRow], None]
+STICKY_MAX: Final = 10_000
+
+
+class Rejected(Exception):
+    """A request Ralex will not forward; ``status`` and ``message`` go to the client."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+@dataclass(slots=True)
+class InFlight:
+    key: str
+    request: ChatRequest
+    decision: Decision
+    day: date
+    started: float
+    remaining_after: float
+    attempts_failed: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class TurnMemory:
+    """Which alias each user turn started on, so its tool steps stay on it (LRU + TTL)."""
+
+    def __init__(self, ttl_seconds: float, max_entries: int = STICKY_MAX) -> None:
+        self._ttl = ttl_seconds
+        self._max = max_entries
+        self._entries: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    def get(self, turn: str, now: float) -> str | None:
+        entry = self._entries.get(turn)
+        if entry is None or now - entry[1] > self._ttl:
+            return None
+        self._entries.move_to_end(turn)
+        return entry[0]
+
+    def put(self, turn: str, alias: str, now: float) -> None:
+        self._entries[turn] = (alias, now)
+        self._entries.move_to_end(turn)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+
+def _header_safe(text: str, limit: int = 400) -> str:
+    return text.encode("ascii", "replace").decode()[:limit]
+
+
+class BudgetEngine:
+    def __init__(self, routing: RoutingConfig, settings: BudgetSettings, spent_today: float, *, clock: Clock,
+                 sink: Sink, sticky_ttl: float = 7200.0) -> None:
+        self.routing = routing
+        self.settings = settings
+        self.clock = clock
+        self.sink = sink
+        self.book = ReservationBook(budget_day(clock(), settings.timezone), spent_today)
+        self.turns = TurnMemory(sticky_ttl)
+        self.in_flight: dict[str, InFlight] = {}
+
+    # --- state ------------------------------------------------------------------------------
+    def snapshot(self, now: datetime | None = None) -> BudgetSnapshot:
+        now = now or self.clock()
+        self._roll(now)
+        return BudgetSnapshot(self.settings.daily_limit, self.book.spent, self.book.reserved,
+                              self.settings.timezone, now, self.settings.thresholds)
+
+    def _roll(self, now: datetime) -> None:
+        today = budget_day(now, self.settings.timezone)
+        if today != self.book.day:
+            self.book.roll_over(today, 0.0)
+
+    def apply_settings(self, settings: BudgetSettings, spent_for_today: float | None = None) -> None:
+        """Take new live settings; with a new timezone the budget day may change too."""
+        self.settings = settings
+        today = budget_day(self.clock(), settings.timezone)
+        if today != self.book.day:
+            self.book.roll_over(today, spent_for_today or 0.0)
+
+    # --- admission ---------------------------------------------------------------------------
+    def admit(self, body: Mapping[str, Any]) -> InFlight:
+        """Route and reserve, or raise :class:`Rejected` (400 bad request, 402 over budget)."""
+        now = self.clock()
+        try:
+            request = ChatRequest.from_body(body)
+        except RequestError as exc:
+            raise Rejected(400, str(exc)) from None
+        mono = time.monotonic()
+        sticky = None
+        if request.requested_alias == "auto" and not request.housekeeping:
+            sticky = self.turns.get(request.turn, mono)
+        snapshot = self.snapshot(now)
+        try:
+            outcome = route(
+                RouteInput(request.requested_alias, request.task, request.prompt_tokens, request.max_tokens,
+                           request.housekeeping, sticky),
+                snapshot, self.routing,
+            )
+        except UnknownAlias as exc:
+            raise Rejected(400, str(exc)) from None
+        key = str(uuid.uuid4())
+        if isinstance(outcome, Refusal) or not self.book.try_reserve(key, outcome.reserve,
+                                                                      self.settings.daily_limit):
+            refusal = outcome if isinstance(outcome, Refusal) else Refusal(
+                snapshot.exhausted_message(outcome.reserve), outcome.reserve)
+            self._record_refusal(request, refusal, snapshot, now)
+            raise Rejected(refusal.status, refusal.message, {
+                "x-ralex-route": "refused",
+                "x-ralex-reason": _header_safe(refusal.reason),
+                "x-ralex-budget-remaining": f"{max(0.0, snapshot.remaining):.6f}",
+                "x-ralex-budget-resets-at": snapshot.reset_at.isoformat(),
+            })
+        if request.requested_alias == "auto" and not request.housekeeping and sticky is None:
+            self.turns.put(request.turn, outcome.alias, mono)
+        remaining_after = self.settings.daily_limit - self.book.spent - self.book.reserved
+        flight = InFlight(key, request, outcome, self.book.day, mono, remaining_after)
+        flight.headers = {
+            "x-ralex-route": outcome.alias,
+            "x-ralex-model": outcome.model,
+            "x-ralex-reason": _header_safe(outcome.reason),
+            "x-ralex-tier": outcome.tier,
+            "x-ralex-budget-remaining": f"{max(0.0, snapshot.remaining):.6f}",
+            "x-ralex-budget-resets-at": snapshot.reset_at.isoformat(),
+            "x-ralex-max-tokens": str(outcome.max_tokens),
+            "x-ralex-request-id": key,
+        }
+        self.in_flight[key] = flight
+        return flight
+
+    # --- completion --------------------------------------------------------------------------
+    def settle(self, key: str, cost: float, *, cost_source: str, model: str | None = None,
+               alias: str | None = None, prompt_tokens: int | None = None,
+               completion_tokens: int | None = None, status: str = "ok") -> LedgerRow | None:
+        """Replace the request's hold by its real cost and record it."""
+        flight = self.in_flight.pop(key, None)
+        if flight is None:
+            return None
+        day = self.book.settle(key, cost)
+        row = self._row(flight, status=status, day=day, cost=cost, cost_source=cost_source, model=model,
+                        alias=alias, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        self.sink(row)
+        return row
+
+    def fail(self, key: str, error: str) -> LedgerRow | None:
+        """The request failed upstream (every fallback included): release the hold, charge nothing."""
+        flight = self.in_flight.pop(key, None)
+        if flight is None:
+            return None
+        self.book.release(key)
+        row = self._row(flight, status="error", day=flight.day, cost=0.0, cost_source=None, error=error[:500])
+        self.sink(row)
+        return row
+
+    def note_failed_attempt(self, key: str) -> None:
+        flight = self.in_flight.get(key)
+        if flight is not None:
+            flight.attempts_failed += 1
+
+    def expire(self, older_than: float) -> list[LedgerRow]:
+        """Holds whose request never reported back are charged at their worst case (never under)."""
+        now = time.monotonic()
+        stale = [f for f in self.in_flight.values() if now - f.started > older_than]
+        return [row for f in stale
+                if (row := self.settle(f.key, f.decision.reserve, cost_source="hold", status="abandoned"))]
+
+    # --- rows --------------------------------------------------------------------------------
+    def _row(self, flight: InFlight, *, status: str, day: date, cost: float, cost_source: str | None,
+             model: str | None = None, alias: str | None = None, prompt_tokens: int | None = None,
+             completion_tokens: int | None = None, error: str | None = None) -> LedgerRow:
+        d = flight.decision
+        routed = alias or d.alias
+        return LedgerRow(
+            ts=self.clock(), budget_day=day, alias_requested=flight.request.requested_alias, status=status,
+            request_id=uuid.UUID(flight.key), alias_routed=routed, upstream_model=model or d.model,
+            reason=d.reason, tier=d.tier, fallback=routed != d.alias, stream=flight.request.stream,
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, max_tokens=d.max_tokens,
+            estimated_cost_usd=d.worst_case, reserved_usd=d.reserve, cost_usd=cost, cost_source=cost_source,
+            latency_ms=int((time.monotonic() - flight.started) * 1000), turn_key=flight.request.turn,
+            session_key=flight.request.session, error=error,
+        )
+
+    def _record_refusal(self, request: ChatRequest, refusal: Refusal, snapshot: BudgetSnapshot,
+                        now: datetime) -> None:
+        self.sink(LedgerRow(
+            ts=now, budget_day=self.book.day, alias_requested=request.requested_alias, status="refused",
+            reason=f"{refusal.reason}: {refusal.message}", tier=snapshot.tier, stream=request.stream,
+            prompt_tokens=request.prompt_tokens, estimated_cost_usd=refusal.needed, turn_key=request.turn,
+            session_key=request.session,
+        ))

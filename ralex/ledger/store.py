@@ -1,0 +1,218 @@
+"""The one place that knows the ledger schema: migrations, queries and row shape.
+
+The proxy writes through :class:`ralex.ledger.writer.LedgerWriter`; the exporter and the CLI
+read with the queries here. SQL lives in constants so sync and async callers share it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from importlib import resources
+from typing import Any, Final
+
+import psycopg
+from psycopg.rows import dict_row
+
+from ralex.budget import Thresholds, parse_budget, zone
+from ralex.config import BudgetDefaults
+
+MIGRATIONS_PACKAGE: Final = "ralex.ledger.migrations"
+_MIGRATION_LOCK: Final = 0x7A1E_0001  # pg_advisory_lock key: one migrator at a time
+
+
+class LedgerUnavailable(RuntimeError):
+    """Postgres cannot be reached; the message says where it looked and what to check."""
+
+
+def describe_dsn(dsn: str) -> str:
+    """The DSN without its password, for messages."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<unparseable RALEX_DATABASE_URL>"
+    return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+
+def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(dsn, connect_timeout=5, **kwargs)
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
+        raise LedgerUnavailable(
+            f"cannot reach Postgres at {describe_dsn(dsn)} ({first}); is the postgres service up "
+            "and RALEX_DATABASE_URL right?"
+        ) from None
+
+
+# --- migrations ------------------------------------------------------------------------------
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every packaged migration, in order."""
+    found = []
+    for entry in resources.files(MIGRATIONS_PACKAGE).iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text()))
+    return sorted(found)
+
+
+def migrate(conn: psycopg.Connection[Any]) -> list[str]:
+    """Apply pending migrations in one transaction each; safe to run from several processes."""
+    applied: list[str] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS ralex_schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row[0] for row in conn.execute("SELECT version FROM ralex_schema_migrations")}
+        for version, name, sql in migration_files():
+            if version in done:
+                continue
+            conn.execute(sql.encode())
+            conn.execute("INSERT INTO ralex_schema_migrations (version, name) VALUES (%s, %s)", (version, name))
+            applied.append(name)
+    return applied
+
+
+# --- budget settings -------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class BudgetSettings:
+    daily_limit: float
+    timezone: str
+    thresholds: Thresholds
+    updated_at: datetime | None = None
+    updated_by: str = ""
+
+
+SELECT_SETTINGS: Final = (
+    "SELECT daily_limit_usd, timezone, smart_min_remaining_usd, cheap_min_remaining_usd,"
+    " emergency_max_tokens, updated_at, updated_by FROM budget_settings WHERE id"
+)
+SEED_SETTINGS: Final = (
+    "INSERT INTO budget_settings (daily_limit_usd, timezone, smart_min_remaining_usd,"
+    " cheap_min_remaining_usd, emergency_max_tokens) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
+)
+
+
+def settings_from_row(row: Sequence[Any]) -> BudgetSettings:
+    return BudgetSettings(
+        daily_limit=float(row[0]),
+        timezone=row[1],
+        thresholds=Thresholds(float(row[2]), float(row[3]), int(row[4])),
+        updated_at=row[5],
+        updated_by=row[6],
+    )
+
+
+def seed_settings(conn: psycopg.Connection[Any], defaults: BudgetDefaults) -> None:
+    """Store first-start budget settings; existing (live) settings are left alone."""
+    with conn.transaction():
+        conn.execute(SEED_SETTINGS, (defaults.daily_limit, defaults.timezone, defaults.smart_min_remaining,
+                                     defaults.cheap_min_remaining, defaults.emergency_max_tokens))
+
+
+def read_settings(conn: psycopg.Connection[Any]) -> BudgetSettings:
+    row = conn.execute(SELECT_SETTINGS).fetchone()
+    if row is None:
+        raise LedgerUnavailable("budget settings are missing; start the proxy once so it can seed them")
+    return settings_from_row(row)
+
+
+def update_settings(conn: psycopg.Connection[Any], *, daily_limit: object = None, timezone: str | None = None,
+                    smart_min_remaining: float | None = None, cheap_min_remaining: float | None = None,
+                    emergency_max_tokens: int | None = None, by: str = "ralexctl") -> BudgetSettings:
+    """Change budget settings live: the proxy applies them on its next request."""
+    changes: dict[str, Any] = {}
+    if daily_limit is not None:
+        changes["daily_limit_usd"] = parse_budget(daily_limit)
+    if timezone is not None:
+        zone(timezone)
+        changes["timezone"] = timezone
+    if smart_min_remaining is not None:
+        changes["smart_min_remaining_usd"] = smart_min_remaining
+    if cheap_min_remaining is not None:
+        changes["cheap_min_remaining_usd"] = cheap_min_remaining
+    if emergency_max_tokens is not None:
+        changes["emergency_max_tokens"] = emergency_max_tokens
+    if changes:
+        assignments = ", ".join(f"{column} = %({column})s" for column in changes)
+        with conn.transaction():
+            conn.execute(
+                f"UPDATE budget_settings SET {assignments}, updated_at = now(), updated_by = %(by)s WHERE id",  # noqa: S608
+                {**changes, "by": by},
+            )
+    return read_settings(conn)
+
+
+# --- ledger rows -----------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class LedgerRow:
+    """One request as the ledger records it."""
+
+    ts: datetime
+    budget_day: date
+    alias_requested: str
+    status: str
+    request_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    alias_routed: str | None = None
+    upstream_model: str | None = None
+    reason: str = ""
+    tier: str | None = None
+    fallback: bool = False
+    stream: bool = False
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    max_tokens: int | None = None
+    estimated_cost_usd: float = 0.0
+    reserved_usd: float = 0.0
+    cost_usd: float = 0.0
+    cost_source: str | None = None
+    latency_ms: int | None = None
+    turn_key: str | None = None
+    session_key: str | None = None
+    error: str | None = None
+
+
+LEDGER_COLUMNS: Final = tuple(f.name for f in dataclasses.fields(LedgerRow))
+INSERT_LEDGER: Final = (
+    f"INSERT INTO ledger ({', '.join(LEDGER_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join(['%s'] * len(LEDGER_COLUMNS))}) ON CONFLICT (request_id) DO NOTHING"
+)
+SPENT_ON_DAY: Final = "SELECT spent_usd FROM daily_totals WHERE budget_day = %s"
+
+
+def row_values(row: LedgerRow) -> tuple[Any, ...]:
+    return tuple(getattr(row, name) for name in LEDGER_COLUMNS)
+
+
+def insert_rows(conn: psycopg.Connection[Any], rows: Iterable[LedgerRow]) -> None:
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(INSERT_LEDGER, [row_values(r) for r in rows])
+
+
+def spent_on(conn: psycopg.Connection[Any], day: date) -> float:
+    row = conn.execute(SPENT_ON_DAY, (day,)).fetchone()
+    return float(row[0]) if row else 0.0
+
+
+def rows_for_day(conn: psycopg.Connection[Any], day: date) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute("SELECT * FROM ledger WHERE budget_day = %s ORDER BY ts", (day,)).fetchall()
+
+
+# --- prices ----------------------------------------------------------------------------------
+
+UPSERT_PRICE: Final = (
+    "INSERT INTO model_prices (model, prompt_usd_per_token, completion_usd_per_token, context_length, source,"
+    " fetched_at) VALUES (%s, %s, %s, %s, %s, now()) ON CONFLICT (model) DO UPDATE SET"
+    " prompt_usd_per_token = EXCLUDED.prompt_usd_per_token,"
+    " completion_usd_per_token = EXCLUDED.completion_usd_per_token,"
+    " context_length = EXCLUDED.context_length, source = EXCLUDED.source, fetched_at = now()"
+)

@@ -1,0 +1,175 @@
+"""Off-the-hot-path ledger writes that survive a Postgres restart.
+
+Requests hand rows to :meth:`LedgerWriter.submit` (no I/O). A background task writes them in
+batches; when Postgres is away the rows stay queued and are retried with backoff. Rows carry
+their own UUID and are inserted with ``ON CONFLICT DO NOTHING``, so a retry after an unclear
+commit never counts a request twice. Rows still queued at shutdown go to a spool file that the
+next start replays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from dataclasses import asdict
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from ralex.ledger.store import INSERT_LEDGER, LedgerRow, row_values
+
+log = logging.getLogger("ralex.ledger")
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def _decode(record: dict[str, Any]) -> LedgerRow:
+    record["ts"] = datetime.fromisoformat(record["ts"])
+    record["budget_day"] = date.fromisoformat(record["budget_day"])
+    record["request_id"] = uuid.UUID(record["request_id"])
+    return LedgerRow(**record)
+
+
+class LedgerWriter:
+    def __init__(self, dsn: str, *, spool: Path | None = None, batch_size: int = 500,
+                 max_backoff: float = 2.0) -> None:
+        self._dsn = dsn
+        self._spool = spool
+        self._batch_size = batch_size
+        self._max_backoff = max_backoff
+        self._queue: deque[tuple[float, LedgerRow]] = deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.written = 0
+        self.failures = 0
+        self.last_error: str | None = None
+
+    # --- the request side: no I/O ----------------------------------------------------------
+    def submit(self, row: LedgerRow) -> None:
+        self._queue.append((time.monotonic(), row))
+        self._idle.clear()
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    @property
+    def lag_seconds(self) -> float:
+        """Age of the oldest row not yet in Postgres (0 when all are written)."""
+        return time.monotonic() - self._queue[0][0] if self._queue else 0.0
+
+    # --- background --------------------------------------------------------------------------
+    def start(self) -> None:
+        self._replay_spool()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="ralex-ledger-writer")
+
+    async def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until every submitted row is in Postgres (bounded)."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        await self.drain(timeout)
+        self._stopping = True
+        self._wake.set()
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._write_spool()
+        if self._conn is not None:
+            await self._conn.close()
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(self._dsn, connect_timeout=3, autocommit=False)
+        return self._conn
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while not self._stopping:
+            if not self._queue:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = [row for _, row in list(self._queue)[: self._batch_size]]
+            try:
+                await self._write(batch)
+            except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+                self.failures += 1
+                self.last_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                log.warning("ledger: Postgres unavailable (%s); %d rows queued, retrying", self.last_error,
+                            len(self._queue))
+                await self._reset_connection()
+                await asyncio.sleep(backoff)
+                backoff = min(self._max_backoff, backoff * 2)
+                continue
+            except psycopg.Error as exc:  # a row Postgres rejects: keep it, never drop it silently
+                self.failures += 1
+                self.last_error = str(exc)
+                log.error("ledger: rows rejected (%s); moving %d rows to the spool", exc, len(batch))
+                await self._reset_connection()
+                self._spool_rows(batch)
+            for _ in batch:
+                self._queue.popleft()
+            self.written += len(batch)
+            backoff = 0.05
+
+    async def _write(self, batch: list[LedgerRow]) -> None:
+        conn = await self._connection()
+        async with conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(INSERT_LEDGER, [row_values(r) for r in batch])
+
+    async def _reset_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                await self._conn.close()
+            except psycopg.Error:
+                pass
+        self._conn = None
+
+    # --- spool ------------------------------------------------------------------------------
+    def _spool_rows(self, rows: list[LedgerRow]) -> None:
+        if self._spool is None:
+            log.error("ledger: no spool configured; %d rows kept only in the log: %s", len(rows),
+                      [asdict(r) for r in rows])
+            return
+        self._spool.parent.mkdir(parents=True, exist_ok=True)
+        with self._spool.open("a") as fh:
+            for row in rows:
+                fh.write(json.dumps({k: _encode(v) for k, v in asdict(row).items()}) + "\n")
+
+    def _write_spool(self) -> None:
+        if self._queue:
+            self._spool_rows([row for _, row in self._queue])
+            self._queue.clear()
+
+    def _replay_spool(self) -> None:
+        if self._spool is None or not self._spool.exists():
+            return
+        lines = self._spool.read_text().splitlines()
+        self._spool.unlink()
+        for line in lines:
+            if line.strip():
+                self.submit(_decode(json.loads(line)))
+        log.info("ledger: replaying %d spooled rows", len(lines))

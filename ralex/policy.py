@@ -1,0 +1,202 @@
+"""The routing policy: one pure function from (request, budget, config) to a decision or a refusal.
+
+The proxy hook, `ralexctl route` and the benchmarks all call :func:`route`; nothing else decides
+where a request goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from ralex.budget import BudgetSnapshot, Tier, affordable_output_tokens, usd, worst_case_cost
+from ralex.classify import SMART_THRESHOLD, classify
+
+AUTO: Final = "auto"
+ALIASES: Final = ("auto", "cheap", "smart", "yolo")
+ALLOWED_BY_TIER: Final[dict[Tier, tuple[str, ...]]] = {
+    "full": ("cheap", "smart", "yolo"),
+    "economy": ("cheap", "yolo"),
+    "emergency": ("cheap",),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AliasSpec:
+    """A routable alias: the upstream model, its prices (USD per token) and its per-request cap."""
+
+    name: str
+    model: str
+    prompt_price: float
+    completion_price: float
+    max_cost_per_request: float
+
+    def worst_case(self, prompt_tokens: int, max_tokens: int) -> float:
+        return worst_case_cost(prompt_tokens, max_tokens, self.prompt_price, self.completion_price)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    aliases: Mapping[str, AliasSpec]
+    fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {"cheap": ("smart",)})
+    default_max_tokens: int = 4096
+    min_output_tokens: int = 64
+    smart_threshold: float = SMART_THRESHOLD
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInput:
+    requested_alias: str
+    task: str
+    prompt_tokens: int
+    max_tokens: int | None = None
+    housekeeping: bool = False
+    sticky_alias: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    alias: str
+    max_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where a request goes and why. ``reserve`` is the hold taken against today's budget."""
+
+    alias: str
+    model: str
+    reason: str
+    tier: Tier
+    max_tokens: int
+    worst_case: float
+    reserve: float
+    fallbacks: tuple[Fallback, ...] = ()
+    intent: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The request cannot be served within the budget; ``message`` tells the user what to do."""
+
+    message: str
+    needed: float
+    status: int = 402
+    reason: str = "budget"
+
+
+class UnknownAlias(ValueError):
+    pass
+
+
+def _intent(inp: RouteInput, cfg: RoutingConfig) -> tuple[str, str]:
+    if inp.requested_alias != AUTO:
+        return inp.requested_alias, f"you asked for {inp.requested_alias}"
+    if inp.housekeeping:
+        return "cheap", "title/summary call"
+    if inp.sticky_alias:
+        return inp.sticky_alias, f"same turn: keeps {inp.sticky_alias} chosen at the turn's first step"
+    verdict = classify(inp.task, cfg.smart_threshold)
+    return verdict.label, verdict.explain()
+
+
+def _downgrade(intent: str, tier: Tier, snapshot: BudgetSnapshot) -> tuple[str, str]:
+    allowed = ALLOWED_BY_TIER[tier]
+    if intent in allowed:
+        return intent, ""
+    th = snapshot.thresholds
+    floor = th.smart_min_remaining if intent == "smart" else th.cheap_min_remaining
+    note = f"{intent} needs more than {usd(floor)} left ({usd(max(0.0, snapshot.remaining))} left)"
+    return "cheap", f"; {note}, using cheap"
+
+
+def route(inp: RouteInput, snapshot: BudgetSnapshot, cfg: RoutingConfig) -> Decision | Refusal:
+    """Decide the alias, output allowance and budget hold for one request.
+
+    Order: intent (user override, housekeeping, turn stickiness, task classification) ->
+    tier ceiling (remaining budget) -> fit the per-request cap and the remaining budget, clamping
+    ``max_tokens`` or stepping down to cheap -> a fallback only if it fits too.
+    """
+    if inp.requested_alias not in ALIASES:
+        raise UnknownAlias(
+            f"unknown model {inp.requested_alias!r}; use one of: {', '.join(ALIASES)} "
+            "(auto lets ralex choose)"
+        )
+    tier = snapshot.tier
+    intent, why = _intent(inp, cfg)
+    alias, downgrade_note = _downgrade(intent, tier, snapshot)
+    why += downgrade_note
+
+    wanted = inp.max_tokens or cfg.default_max_tokens
+    if tier == "emergency":
+        wanted = min(wanted, snapshot.thresholds.emergency_max_tokens)
+        why += f"; emergency mode (under {usd(snapshot.thresholds.cheap_min_remaining)} left): " \
+               f"max_tokens {wanted}"
+    floor = min(wanted, cfg.min_output_tokens)
+    remaining = snapshot.remaining
+
+    candidates = [alias] if alias == "cheap" else [alias, "cheap"]
+    needed = 0.0
+    capped_by = ""
+    for name in candidates:
+        spec = cfg.aliases[name]
+        allowance = min(spec.max_cost_per_request, remaining)
+        fits = affordable_output_tokens(allowance, inp.prompt_tokens, spec.prompt_price, spec.completion_price)
+        if fits >= floor:
+            max_tokens = min(wanted, fits)
+            note = ""
+            if name != alias:
+                note += f"; {alias} does not fit, using {name}"
+            if max_tokens < wanted:
+                bound = "per-request cap" if spec.max_cost_per_request <= remaining else "remaining budget"
+                note += f"; max_tokens {wanted} -> {max_tokens} to fit the {bound}"
+            worst = spec.worst_case(inp.prompt_tokens, max_tokens)
+            fallbacks, reserve, fb_note = _fallbacks(name, tier, inp.prompt_tokens, max_tokens, worst, remaining, cfg)
+            return Decision(
+                alias=name, model=spec.model, reason=why + note + fb_note, tier=tier, max_tokens=max_tokens,
+                worst_case=worst, reserve=reserve, fallbacks=fallbacks, intent=intent,
+            )
+        need = spec.worst_case(inp.prompt_tokens, floor)
+        needed = need if not needed else min(needed, need)
+        if spec.max_cost_per_request < need and spec.max_cost_per_request <= remaining:
+            capped_by = name
+    spec = cfg.aliases[candidates[-1]]
+    if capped_by and needed <= remaining:
+        cap = cfg.aliases[capped_by].max_cost_per_request
+        return Refusal(
+            message=(
+                f"This request needs up to {usd(needed)} on {capped_by} (~{inp.prompt_tokens} prompt tokens), "
+                f"over its per-request cap of {usd(cap)}. Shorten the conversation, or raise the cap: "
+                f"aliases.{capped_by}.max_cost_per_request in config/ralex.yaml"
+            ),
+            needed=needed,
+            reason="per-request cap",
+        )
+    return Refusal(message=snapshot.exhausted_message(needed), needed=needed)
+
+
+def _fallbacks(alias: str, tier: Tier, prompt_tokens: int, max_tokens: int, worst: float, remaining: float,
+               cfg: RoutingConfig) -> tuple[tuple[Fallback, ...], float, str]:
+    """Fallback chain the budget can carry; each gets the output allowance that fits its cap.
+
+    The hold grows to the dearest member, so a fallback can never push spend past the limit.
+    """
+    chain: list[Fallback] = []
+    reserve = worst
+    skipped: list[str] = []
+    for name in cfg.fallbacks.get(alias, ()):
+        spec = cfg.aliases[name]
+        if name not in ALLOWED_BY_TIER[tier]:
+            skipped.append(f"{name} (tier)")
+            continue
+        fits = affordable_output_tokens(min(spec.max_cost_per_request, remaining), prompt_tokens,
+                                        spec.prompt_price, spec.completion_price)
+        fb_tokens = min(max_tokens, fits)
+        if fb_tokens < min(max_tokens, cfg.min_output_tokens):
+            skipped.append(f"{name} (budget)")
+            continue
+        chain.append(Fallback(name, fb_tokens))
+        reserve = max(reserve, spec.worst_case(prompt_tokens, fb_tokens))
+    note = f"; no fallback to {', '.join(skipped)}" if skipped else ""
+    return tuple(chain), reserve, note

@@ -1,0 +1,100 @@
+"""Process settings of the proxy, validated once at start (pydantic-settings)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ralex.budget import parse_budget, zone
+from ralex.config import PLACEHOLDERS, ConfigError
+from ralex.pricing import DEFAULT_API_BASE
+
+
+class ProxySettings(BaseSettings):
+    """Everything the proxy reads from the environment (see .env.example)."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    openrouter_api_key: str = Field(alias="OPENROUTER_API_KEY")
+    openrouter_api_base: str = Field(DEFAULT_API_BASE, alias="OPENROUTER_API_BASE")
+    litellm_master_key: str = Field(alias="LITELLM_MASTER_KEY")
+    database_url: str = Field(alias="RALEX_DATABASE_URL")
+    config_path: Path | None = Field(None, alias="RALEX_CONFIG")
+    daily_budget: float | None = Field(None, alias="RALEX_DAILY_BUDGET")
+    timezone: str | None = Field(None, alias="RALEX_TIMEZONE")
+    port: int = Field(4000, alias="RALEX_PROXY_PORT")
+    host: str = Field("0.0.0.0", alias="RALEX_PROXY_HOST")  # noqa: S104 - inside its container
+    runtime_dir: Path = Field(Path("/tmp/ralex"), alias="RALEX_RUNTIME_DIR")  # noqa: S108
+    spool_path: Path | None = Field(None, alias="RALEX_SPOOL")
+    upstream_timeout: float = Field(120.0, gt=0, alias="RALEX_UPSTREAM_TIMEOUT")
+    db_wait_seconds: float = Field(60.0, ge=0, alias="RALEX_DB_WAIT_SECONDS")
+    clock_start: datetime | None = Field(None, alias="RALEX_CLOCK_START")
+    """Run the budget clock from this moment (what-if drills and tests of the midnight reset)."""
+
+    @field_validator("openrouter_api_key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if value.strip().lower() in PLACEHOLDERS:
+            raise ValueError("set OPENROUTER_API_KEY in .env to your key from https://openrouter.ai/keys")
+        return value.strip()
+
+    @field_validator("litellm_master_key")
+    @classmethod
+    def _master(cls, value: str) -> str:
+        if value.strip().lower() in PLACEHOLDERS or value.startswith("changethis"):
+            raise ValueError("set LITELLM_MASTER_KEY in .env to a random secret starting with sk-")
+        if not value.startswith("sk-"):
+            raise ValueError("LITELLM_MASTER_KEY must start with 'sk-' (LiteLLM requires it)")
+        return value
+
+    @field_validator("daily_budget", mode="before")
+    @classmethod
+    def _budget(cls, value: object) -> float | None:
+        return None if value in (None, "") else parse_budget(value)
+
+    @field_validator("timezone", mode="before")
+    @classmethod
+    def _tz(cls, value: object) -> str | None:
+        if value in (None, ""):
+            return None
+        zone(str(value))
+        return str(value)
+
+    @field_validator("clock_start", mode="before")
+    @classmethod
+    def _clock(cls, value: object) -> object:
+        return None if value in (None, "") else value
+
+    def clock(self) -> Clock:
+        return Clock(self.clock_start)
+
+
+class Clock:
+    """Wall clock, optionally started at another moment and running at normal speed from there."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._offset = 0.0
+        if start is not None:
+            aware = start if start.tzinfo else start.replace(tzinfo=UTC)
+            self._offset = aware.timestamp() - time.time()
+
+    def __call__(self) -> datetime:
+        return datetime.fromtimestamp(time.time() + self._offset, UTC)
+
+
+def load_settings() -> ProxySettings:
+    try:
+        return ProxySettings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = str(err["loc"][0]) if err["loc"] else "?"
+            if err["type"] == "missing":
+                problems.append(f"{name} is not set; add it to .env (see .env.example)")
+            else:
+                problems.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
+        raise ConfigError("; ".join(problems)) from None
