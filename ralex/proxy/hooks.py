@@ -29,6 +29,11 @@ from ralex.pricing import Price, afetch_prices, routing_config, with_overrides
 from ralex.proxy.settings import load_settings
 
 log = logging.getLogger("ralex.proxy")
+if not logging.getLogger("ralex").handlers:  # LiteLLM configures only its own loggers
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger("ralex").addHandler(_handler)
+    logging.getLogger("ralex").setLevel(logging.INFO)
 CHAT_CALLS: Final = frozenset({"completion", "acompletion"})
 META_KEY: Final = "ralex_request_id"
 META_HEADERS: Final = "ralex_headers"
@@ -114,9 +119,13 @@ class RalexHooks(CustomLogger):
                     self.settings.database_url, autocommit=True, connect_timeout=3
                 ) as conn:
                     await conn.execute("LISTEN ralex_budget")
+                    log.info("ralex: listening for budget changes")
                     await self._reload_settings(conn)
                     backoff = 0.1
-                    async for _ in conn.notifies():
+                    while True:
+                        # Wake on NOTIFY, and re-read at least every second in case one was missed.
+                        async for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            pass
                         await self._reload_settings(conn)
             except (psycopg.Error, OSError) as exc:
                 log.warning("ralex: settings listener lost Postgres (%s); retrying", str(exc).strip()[:200])
@@ -131,8 +140,9 @@ class RalexHooks(CustomLogger):
         spent = None
         if new.timezone != self.engine.settings.timezone:
             spent = await self._spent_on(conn, budget_day(self.engine.clock(), new.timezone))
-        self.engine.apply_settings(new, spent)
-        log.info("ralex: budget settings now %s/day (%s)", new.daily_limit, new.timezone)
+        if new != self.engine.settings:
+            self.engine.apply_settings(new, spent)
+            log.info("ralex: budget settings now %s/day (%s)", new.daily_limit, new.timezone)
 
     async def _sweep(self) -> None:
         horizon = self.settings.upstream_timeout * 2 + 60
@@ -223,3 +233,16 @@ class RalexHooks(CustomLogger):
 
 
 handler = RalexHooks()
+
+
+def _register_routes() -> None:
+    try:
+        from litellm.proxy.proxy_server import app
+    except ImportError:  # imported outside the proxy (tests, tools)
+        return
+    from ralex.proxy.routes import register
+
+    register(app, handler)
+
+
+_register_routes()
