@@ -119,6 +119,7 @@ def prepare() -> tuple[ProxySettings, Path]:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         settings, config_path = prepare()
     except (ConfigError, LedgerUnavailable) as exc:
