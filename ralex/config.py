@@ -72,8 +72,8 @@ class RoutingOptions(_Strict):
 class RalexConfig(_Strict):
     aliases: dict[str, AliasConfig]
     fallbacks: dict[str, list[str]] = Field(default_factory=lambda: {"cheap": ["smart"]})
-    budget: BudgetDefaults = Field(default_factory=BudgetDefaults)
-    routing: RoutingOptions = Field(default_factory=RoutingOptions)
+    budget: BudgetDefaults = BudgetDefaults()
+    routing: RoutingOptions = RoutingOptions()
     prices: dict[str, PriceOverride] = Field(default_factory=dict)
     price_refresh_seconds: int = Field(6 * 3600, ge=60)
 
@@ -144,9 +144,11 @@ def load_config(path: Path | str | None = None) -> RalexConfig:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the policy file ({exc.strerror}); set RALEX_CONFIG to its path") from None
+        raise ConfigError(
+            f"{path}: cannot read the policy file ({exc.strerror}); set RALEX_CONFIG to its path"
+        ) from None
     try:
-        raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+        raw = yaml.load(text, Loader=_LineLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "somewhere"

@@ -144,7 +144,7 @@ def update_settings(conn: psycopg.Connection[Any], *, daily_limit: object = None
         assignments = ", ".join(f"{column} = %({column})s" for column in changes)
         with conn.transaction():
             conn.execute(
-                f"UPDATE budget_settings SET {assignments}, updated_at = now(), updated_by = %(by)s WHERE id",  # noqa: S608
+                f"UPDATE budget_settings SET {assignments}, updated_at = now(), updated_by = %(by)s WHERE id",
                 {**changes, "by": by},
             )
     return read_settings(conn)
@@ -182,7 +182,7 @@ class LedgerRow:
 
 LEDGER_COLUMNS: Final = tuple(f.name for f in dataclasses.fields(LedgerRow))
 INSERT_LEDGER: Final = (
-    f"INSERT INTO ledger ({', '.join(LEDGER_COLUMNS)}) "  # noqa: S608
+    f"INSERT INTO ledger ({', '.join(LEDGER_COLUMNS)}) "
     f"VALUES ({', '.join(['%s'] * len(LEDGER_COLUMNS))}) ON CONFLICT (request_id) DO NOTHING"
 )
 SPENT_ON_DAY: Final = "SELECT spent_usd FROM daily_totals WHERE budget_day = %s"

@@ -10,6 +10,7 @@ next start replays.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -142,10 +143,8 @@ class LedgerWriter:
 
     async def _reset_connection(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 await self._conn.close()
-            except psycopg.Error:
-                pass
         self._conn = None
 
     # --- spool ------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import psycopg
 import yaml
 
 from ralex.config import ConfigError, RalexConfig, load_config
-from ralex.ledger.store import LedgerUnavailable, UPSERT_PRICE, connect, migrate, seed_settings
+from ralex.ledger.store import UPSERT_PRICE, LedgerUnavailable, connect, migrate, seed_settings
 from ralex.pricing import Price, fetch_prices, routing_config, with_overrides
 from ralex.proxy.settings import ProxySettings, load_settings
 
@@ -129,7 +129,7 @@ def main() -> None:
     os.environ["RALEX_RUNTIME_DIR"] = str(settings.runtime_dir)
     args = ["litellm", "--config", str(config_path), "--host", settings.host, "--port", str(settings.port),
             "--num_workers", "1", *sys.argv[1:]]
-    os.execvp(args[0], args)  # noqa: S606 - replace this process with the proxy
+    os.execvp(args[0], args)
 
 
 if __name__ == "__main__":

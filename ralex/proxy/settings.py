@@ -27,8 +27,8 @@ class ProxySettings(BaseSettings):
     daily_budget: float | None = Field(None, alias="RALEX_DAILY_BUDGET")
     timezone: str | None = Field(None, alias="RALEX_TIMEZONE")
     port: int = Field(4000, alias="RALEX_PROXY_PORT")
-    host: str = Field("0.0.0.0", alias="RALEX_PROXY_HOST")  # noqa: S104 - inside its container
-    runtime_dir: Path = Field(Path("/tmp/ralex"), alias="RALEX_RUNTIME_DIR")  # noqa: S108
+    host: str = Field("0.0.0.0", alias="RALEX_PROXY_HOST")
+    runtime_dir: Path = Field(Path("/tmp/ralex"), alias="RALEX_RUNTIME_DIR")
     spool_path: Path | None = Field(None, alias="RALEX_SPOOL")
     upstream_timeout: float = Field(120.0, gt=0, alias="RALEX_UPSTREAM_TIMEOUT")
     db_wait_seconds: float = Field(60.0, ge=0, alias="RALEX_DB_WAIT_SECONDS")

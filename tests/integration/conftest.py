@@ -44,7 +44,8 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: fl
         except Exception as exc:
             last_error = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" ({last_error!r})" if last_error else ""))
+    detail = f" ({last_error!r})" if last_error else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}{detail}")
 
 
 def free_port() -> int:

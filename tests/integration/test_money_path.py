@@ -132,7 +132,8 @@ def test_fifty_concurrent_requests_cannot_overshoot(live: Proxy, upstream: Fake)
 def test_ledger_holds_openrouters_real_cost_for_plain_and_streamed_replies(live: Proxy, upstream: Fake):
     plain = live.chat("add a docstring to the Cache class", model="cheap")
     with live.client.stream("POST", "/v1/chat/completions", json={
-        "model": "smart", "stream": True, "stream_options": {"include_usage": True}, "messages": [{"role": "user", "content": "design a retry policy"}],
+        "model": "smart", "stream": True, "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "design a retry policy"}],
     }) as streamed:
         chunks = [line for line in streamed.iter_lines() if line.startswith("data: ")]
         stream_headers = streamed.headers

@@ -16,7 +16,15 @@ from ralex.budget import budget_day
 from ralex.ledger.store import LedgerRow, connect, migrate
 from ralex.ledger.writer import LedgerWriter
 from tests.integration.conftest import (
-    ROOT, Fake, Pg, free_port, launcher, proxy_env, start_postgres, start_proxy, wait_until,
+    ROOT,
+    Fake,
+    Pg,
+    free_port,
+    launcher,
+    proxy_env,
+    start_postgres,
+    start_proxy,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -50,7 +58,8 @@ def test_budget_resets_at_local_midnight(pg: Pg, upstream: Fake, tmp_path: Path)
         with psycopg.connect(proxy.dsn) as conn:
             days = conn.execute("SELECT budget_day, requests, refusals FROM daily_totals ORDER BY 1").fetchall()
         assert [d[0] for d in days] == [start.date(), new_day]
-        assert days[0][2] >= 1 and days[1][1] == 1
+        assert days[0][2] >= 1
+        assert days[1][1] == 1
     finally:
         proxy.stop()
 

@@ -5,7 +5,14 @@ from datetime import UTC, date, datetime
 import pytest
 
 from ralex.budget import (
-    BudgetError, ReservationBook, budget_day, format_duration, next_reset, parse_budget, suggest_raise, usd,
+    BudgetError,
+    ReservationBook,
+    budget_day,
+    format_duration,
+    next_reset,
+    parse_budget,
+    suggest_raise,
+    usd,
 )
 
 

@@ -46,5 +46,5 @@ def test_openrouter_prices_are_parsed_from_strings():
 
 
 def test_a_model_without_a_price_is_a_start_up_error():
-    with pytest.raises(ConfigError, match="no price known for cheap -> google/gemini-2.5-flash-lite"):
+    with pytest.raises(ConfigError, match=r"no price known for cheap -> google/gemini-2\.5-flash-lite"):
         routing_config(load_config(GOOD), {"anthropic/claude-sonnet-4.5": Price(3e-6, 1.5e-5)})
