@@ -88,7 +88,7 @@ class Clock:
 
 def load_settings() -> ProxySettings:
     try:
-        return ProxySettings()  # type: ignore[call-arg]
+        return ProxySettings()
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
