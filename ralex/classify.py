@@ -41,20 +41,22 @@ SIGNALS: Final[tuple[Signal, ...]] = (
     _sig("refactor", 2.5, r"\b(refactor\w*|rewrite|rework|overhaul\w*|split \w+ into|extract \w+ (layer|service))"),
     _sig("diagnosis", 3.0, r"\b(analy[sz]\w*|investigat\w*|diagnos\w*|root cause|figure out|find out|"
          r"why (is|are|does|do|did|would|the)\b|what causes|causes? of|debug(ging)? (this|the|why|it|our)\b|profil(ing|er)\b|profile (the|this|it|our)\b|bottleneck\w*"
-         r"|help me (find|understand|track)|track down|get(s)? slower|regression)"),
+         r"|help me (find|understand|track)|find (out )?why|which one is right|track down|get(s)? slower|regression)"),
     _sig("hard-runtime", 3.0, r"\b(concurren\w*|race condition\w*|deadlock\w*|thread(s|ed|ing|-safe)?\b"
          r"|parallel\w*|asynchron\w*|distributed|consisten(t|cy)\b|replicat\w*|shard\w*|partition\w*"
          r"|scal(e|ing|able|ability)\b|performance|optimi[sz]\w*|latency|throughput|memory (leak|usage)"
          r"|leak(s|ing)?\b|segfault\w*|crash(es|ing)?\b|intermittent\w*|randomly|flaky|under load"
          r"|cpu[- ]bound|i/o[- ]bound|slow(er|ness)?\b|faster|speed (it )?up|laggy|freez\w*|hammered|re-?renders?\b|cache (cluster|invalidation)|load balancer|eventual)"),
     _sig("security", 3.0, r"\b(secur\w*|vulnerab\w*|exploit\w*|threat model|jwt|oauth\w*|oidc|sso|saml|auth\b"
-         r"|authenticat\w*|authori[sz]\w*|credentials?|secrets?\b|leaked|rotate (them|the|keys?)|abuse|d?dos\b|encrypt\w*"
+         r"|authenticat\w*|authori[sz]\w*|credentials?|secrets?\b|leaked|rotate (them|the|keys?)|abuse|d?dos\b|encrypt\w*|pentest\w*|idor|ssrf|rce\b|privilege escalation"
          r"|key (storage|rotation|management)|injection|xss|csrf|row[- ]level|permission model|sandbox\w*)"),
     _sig("big-change", 3.0, r"\b(migrat(e|ing) (from|to|our|the \w+ (to|from))|migrating|online migration|can'?t lock|without locking|port (it |this |the \w+ )?(to|from)\b|multi-?tenan\w*|state machine"
          r"|consistent hashing|protocol|backward(s)? compat\w*|zero[- ]downtime|resum\w*|idempoten\w*"
          r"|lifecycle|conflicts?\b|transaction(al|s)?\b|schema (change|design)|data model|fuzzy|ranking|algorithm"
          r"|end[- ]to[- ]end|ci/cd pipeline|pipeline)"),
-    _sig("judgement", 2.5, r"\b(review\w*|audit\w*|strateg\w*|propos\w*|plan(ning)?\b|trade-?offs?"
+    _sig("judgement", 2.5, r"\b(review\w*|audit\w*|strateg\w*|propos\w*|plan(ning)?\b|trade-?offs?|what fits"
+         r"|which (one|tool|library|framework|approach|option|db|database) (is|should|fits|would)|move (off|away from)"
+         r"|alternatives?\b|\bvs\.?\b|how should (we|i)\b|does it matter"
          r"|evaluat\w*|decide|recommend\w*|best (way|approach)|pros and cons|approach(es)? for|compare)"),
     _sig("scope", 2.0, r"\b(whole|entire|across|codebase|code base|repositor\w*|this repo\b|project structure"
          r"|(all|every) (the )?(\w+ )?(modules?|services?|components?|endpoints?|packages?|layers?|handlers?)"
@@ -66,19 +68,23 @@ SIGNALS: Final[tuple[Signal, ...]] = (
          r"|passes locally|works locally|on my machine|\b\d+ (in|out of) \d+\b|fails? (on|in|when|with|about)"
          r"|in prod(uction)?\b|(sent|charged|created|processed|runs?) twice|duplicat\w*|ends? up|empty\b"
          r"|dropp(ing|ed|s)\b|overwrit\w*|sluggish|stuck|hang(s|ing)?\b|oom\b|killed|exit code"
-         r"|5\d\d(s|\b)|corrupt\w*|(doesn'?t|does not|stopped|isn'?t|not) work\w*|broke\b|breaks\b|\?\?)"),
+         r"|5\d\d(s|\b)|corrupt\w*|(doesn'?t|does not|stopped|isn'?t|not) work\w*|broke\b|breaks\b|broken\??$|\?\?"
+         r"|different (results?|row counts?|counts?|numbers|values|outputs?|answers)|(don'?t|doesn'?t) add up"
+         r"|something('s| is) (off|wrong|weird)|\bis off\b|\bnegative\b|\bnan\b|jitter\w*|drains?\b|flicker\w*"
+         r"|(users|customers|people) (say|report|complain|see)|show(s|ing)? (yesterday|stale|old|wrong)\w*"
+         r"|when \w+ drops|only (with|on|when|for|in prod|after|post|get))"),
     _sig("affects-some", 1.5, r"\b(some|certain|a few|many|big|large) (users|customers|people|accounts|requests"
          r"|clients|uploads|orders|jobs|tenants|devices|browsers)\b|\bonly on (some|certain|older)|\b(two|multiple) (people|users|requests|workers) "
          r"|same (time|moment)|simultaneous\w*|at once\b"),
     _sig("coordination", 1.5, r"(\band (update|fix|change|migrate|wire|adapt|port) (all|every|both|the \w+ "
          r"(clients?|callers|tests|consumers))|\ball (the )?callers\b|\bboth the \w+ and\b|\bconsolidat\w*"
-         r"|\bproperly\b|find every (place|usage|call)|go through (the|our) (code|codebase|repo)|fix them all|\bboth \w+ (clients|apps|services)|can'?t happen again|\bget (us|it|ci|the build) (green|passing)|\bwire (it|this) (into|up)"
+         r"|\bproperly\b|\beverywhere\b|find every (place|usage|call)|go through (the|our) (code|codebase|repo)|fix them all|\bboth \w+ (clients|apps|services)|can'?t happen again|\bget (us|it|ci|the build) (green|passing)|\bwire (it|this) (into|up)"
          r"|(different|multiple|several|many) (modules|files|services|packages|places|repos)|\bmonorepo)"),
     _sig("correctness", 2.0, r"\b(sound(ness)?\b|invariants?|unsafe\b|undefined behaviou?r|edge cases"
          r"|correct(ness)? (of|under|when)|proof|prove|formally|lock[- ]free|memory (model|ordering)|atomic\w*)"),
     _sig("open-question", 1.5, r"(what should (we|i) do|how should (we|i)\b|any ideas|\bideas\b|,? help\W*$|^help\b"
          r"|is (it|this|our \w+) (actually|really)|best practice for (our|this))"),
-    _sig("feature", 2.0, r"\b(undo|redo|offline|sync(hroni[sz]\w*)?( later)?\b|real-?time|collaborat\w*"
+    _sig("feature", 2.0, r"\b(undo|redo|offline|search (to|for|across|feature|engine)|facets?|typo toleran\w*|sync(hroni[sz]\w*)?( later)?\b|real-?time|collaborat\w*"
          r"|feature flags?|rollouts?|targeting|notification system|permissions? system|plugin system"
          r"|i18n|internationali[sz]\w*|rate limit\w*|background jobs?|job queue|webhooks?|\w+ system\b)"),
     _sig("perf-number", 1.5, r"(\b(takes?|took|taking|is|at|to|under|below) ~?\d+(\.\d+)?\s?(ms|s|sec\w*|min\w*"
@@ -94,7 +100,7 @@ SIGNALS: Final[tuple[Signal, ...]] = (
          r"|behaviou?r identical|without (breaking|changing|losing|downtime)"),
     _sig("test-strategy", 1.5, r"\b(test strategy|testing strategy|test plan|coverage strategy|almost no tests)"),
     # --- small, local, mechanical -----------------------------------------------------------
-    _sig("cosmetic", -3.0, r"\b(typos?|spelling|misspell\w*|docstrings?|comments?|commented[- ]out|(re)?format (the|this|it|all|\w+\.\w+)|formatter|black style|prettier|changelog"
+    _sig("cosmetic", -3.0, r"\b(typos?(?! toleran)|(broken|dead) link|spelling|misspell\w*|docstrings?|comments?|commented[- ]out|(re)?format (the|this|it|all|\w+\.\w+)|formatter|black style|prettier|changelog"
          r"|lint\w*|whitespace|indent\w*|newline|trailing|line breaks?|alphabetical\w*|capitali[sz]\w*"
          r"|wording|reword\w*|punctuation|color|colour|font|padding|margin)\b"),
     _sig("rename", -2.5, r"\b(renam\w*|rename \w+ to|change ['\"]?\w+['\"]? to ['\"]?\w+)"),
@@ -102,8 +108,8 @@ SIGNALS: Final[tuple[Signal, ...]] = (
          r"|bump|set|put|move|fix|close|use|print|log|return|insert|wrap|swap|sort|increase|decrease"
          r"|raise|lower|pin|upgrade|import|export|expose|hide|show|enable|disable|turn)\b"),
     _sig("smallness", -2.0, r"\b(quick(ly)?|simple|small|tiny|minor|trivial|one[- ]liners?|single line"
-         r"|just|only|one-?word|a couple of lines)\b"),
-    _sig("local-target", -1.5, r"(\b[\w/-]+\.(py|js|jsx|ts|tsx|go|rs|java|kt|rb|php|c|h|cpp|cs|cfg|toml|ya?ml"
+         r"|one-?word|a couple of lines|(just|only|probably) needs?)\b"),
+    _sig("local-target", -1.5, r"(\b[\w/-]+\.(py|js|jsx|ts|tsx|go|rs|java|kt|kts|swift|m|scala|dart|ex|exs|vue|svelte|tf|hcl|rb|php|c|h|cpp|cs|cfg|toml|ya?ml"
          r"|json|md|css|scss|html|sql|sh|ini|txt|env|lock)\b|\b\w+\(\)|\bin the same file\b|\bat the (top|bottom)"
          r" of\b|\bline \d+\b|#[0-9a-f]{3,6}\b)"),
     _sig("small-thing", -1.5, r"\b(default value|parameter|argument|flag|constant|env(ironment)? var\w*|log"
