@@ -1,0 +1,73 @@
+"""The real compose.yaml with the real images: postgres + our LiteLLM image, fake upstream overlaid."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.conftest import ROOT, free_port, wait_until
+
+pytestmark = pytest.mark.compose
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, str, str]]:
+    from testcontainers.compose import DockerCompose
+
+    master = f"sk-{secrets.token_hex(16)}"
+    port = free_port()
+    env_file = tmp_path_factory.mktemp("compose") / ".env"
+    images = {k: v for k, v in os.environ.items() if k.startswith("RALEX_") and k.endswith("_IMAGE")}
+    env_file.write_text("\n".join(f"{k}={v}" for k, v in {
+        **images,
+        "OPENROUTER_API_KEY": "sk-or-test-key",
+        "LITELLM_MASTER_KEY": master,
+        "POSTGRES_PASSWORD": secrets.token_hex(12),
+        "RALEX_PROXY_PORT": str(port),
+        "RALEX_TIMEZONE": "Europe/Berlin",
+        "RALEX_LITELLM_IMAGE": "ralex/litellm:test",
+    }.items()) + "\n")
+    os.environ["COMPOSE_PROJECT_NAME"] = f"ralex-test-{uuid.uuid4().hex[:6]}"
+    compose = DockerCompose(str(ROOT), compose_file_name=["compose.yaml", "tests/compose.fake.yaml"],
+                            env_file=str(env_file), build=True, wait=True)
+    try:
+        compose.start()
+        yield compose, f"http://127.0.0.1:{port}", master
+    finally:
+        compose.stop(down=True)
+        os.environ.pop("COMPOSE_PROJECT_NAME", None)
+
+
+def test_compose_stack_routes_and_records_cost(stack):
+    compose, url, master = stack
+    headers = {"Authorization": f"Bearer {master}"}
+    response = httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=60, json={
+        "model": "auto", "messages": [{"role": "user", "content": "fix the typo in hello.py"}]})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-ralex-route"] == "cheap"
+    budget = wait_until(lambda: (b := httpx.get(f"{url}/ralex/budget", headers=headers).json())["spent"] > 0 and b)
+    assert budget["timezone"] == "Europe/Berlin"
+    rows, _ = compose.exec_in_container(
+        ["psql", "-U", "ralex", "-d", "ralex", "-tAc", "SELECT alias_routed, cost_usd > 0 FROM ledger"], "postgres")
+    assert rows.strip() == "cheap|t"
+
+
+def test_proxy_runs_as_non_root_with_the_hooks_installed(stack):
+    compose, _, _ = stack
+    uid, _ = compose.exec_in_container(["id", "-u"], "litellm")
+    assert uid.strip() != "0"
+    listing, _ = compose.exec_in_container(["ls", "-ld", "/var/lib/ralex/spool"], "litellm")
+    assert "ralex" in listing
+
+
+def test_compose_file_pins_images_and_binds_localhost_only():
+    text = (ROOT / "compose.yaml").read_text()
+    assert "${RALEX_POSTGRES_IMAGE:-postgres:" in text
+    assert '"127.0.0.1:' in text
+    assert Path(ROOT / ".env.example").read_text().count("REQUIRED") >= 3
