@@ -29,7 +29,7 @@ class Signal:
 
 
 def _sig(name: str, weight: float, pattern: str) -> Signal:
-    return Signal(name, weight, re.compile(pattern, re.IGNORECASE))
+    return Signal(name, weight, re.compile(pattern))  # matched against lower-cased text
 
 
 # Positive weight pushes towards smart, negative towards cheap.
@@ -90,7 +90,8 @@ SIGNALS: Final[tuple[Signal, ...]] = (
     _sig("perf-number", 1.5, r"(\b(takes?|took|taking|is|at|to|under|below) ~?\d+(\.\d+)?\s?(ms|s|sec\w*|min\w*"
          r"|hours?|gb|mb)\b|\b(cut|get|bring) (it|this|that|\w+) (down|under)|\bexplain (analyze|output)"
          r"|\bseq scan)"),
-    _sig("scale", 2.0, r"(\b\d+(\.\d+)?\s*(million|billion|[mbk])\b(?! ?(b|mb|kb|gb))|\bmillions?\b"
+    _sig("scale", 2.0, r"(\b~?\d+(\.\d+)?\s*(million|billion|[mbk])\s+(rows|records|users|requests|events|items"
+         r"|products|documents|messages|customers|lines|files|keys|objects|entries)|\bmillions?\b"
          r"|\bbillions?\b|\bat scale\b|\bhigh[- ]traffic\b)"),
     _sig("build", 1.5, r"\b(implement\w*|build (a|an|the)|from scratch|new (service|subsystem|feature|module))"),
     _sig("explain-system", 2.0, r"\b(explain|walk me through|how does) (the |our |this )?(architecture|"
@@ -100,28 +101,31 @@ SIGNALS: Final[tuple[Signal, ...]] = (
          r"|behaviou?r identical|without (breaking|changing|losing|downtime)"),
     _sig("test-strategy", 1.5, r"\b(test strategy|testing strategy|test plan|coverage strategy|almost no tests)"),
     # --- small, local, mechanical -----------------------------------------------------------
-    _sig("cosmetic", -3.0, r"\b(typos?(?! toleran)|(broken|dead) link|spelling|misspell\w*|docstrings?|comments?|commented[- ]out|(re)?format (the|this|it|all|\w+\.\w+)|formatter|black style|prettier|changelog"
+    _sig("cosmetic", -4.0, r"\b(typos?(?! toleran)|(broken|dead) link|spelling|misspell\w*|docstrings?|comments?|commented[- ]out|(re)?format (the|this|it|all|\w+\.\w+)|formatter|black style|prettier|changelog"
          r"|lint\w*|whitespace|indent\w*|newline|trailing|line breaks?|alphabetical\w*|capitali[sz]\w*"
-         r"|wording|reword\w*|punctuation|color|colour|font|padding|margin)\b"),
+         r"|wording|reword\w*|punctuation|colou?r|font|padding|margin|blue|red|green|grey|gray|black|white|copyright"
+         r"|title of|page say|button text|the text of)\b"),
     _sig("rename", -2.5, r"\b(renam\w*|rename \w+ to|change ['\"]?\w+['\"]? to ['\"]?\w+)"),
-    _sig("small-edit", -1.5, r"^\s*(please\s+)?(quick(ly)?:?\s+)?(add|remove|delete|drop|change|replace|update"
+    _sig("small-edit", -1.5, r"^\s*(hi!?,?\s+)?(pls|please|can you|could you( please)?)?\s*(quick(ly)?:?\s+)?(add|convert|remove|delete|drop|change|replace|update"
          r"|bump|set|put|move|fix|close|use|print|log|return|insert|wrap|swap|sort|increase|decrease"
          r"|raise|lower|pin|upgrade|import|export|expose|hide|show|enable|disable|turn)\b"),
     _sig("smallness", -2.0, r"\b(quick(ly)?|simple|small|tiny|minor|trivial|one[- ]liners?|single line"
          r"|one-?word|a couple of lines|(just|only|probably) needs?)\b"),
     _sig("local-target", -1.5, r"(\b[\w/-]+\.(py|js|jsx|ts|tsx|go|rs|java|kt|kts|swift|m|scala|dart|ex|exs|vue|svelte|tf|hcl|rb|php|c|h|cpp|cs|cfg|toml|ya?ml"
-         r"|json|md|css|scss|html|sql|sh|ini|txt|env|lock)\b|\b\w+\(\)|\bin the same file\b|\bat the (top|bottom)"
+         r"|json|md|css|scss|html|sql|sh|ini|txt|env|lock|conf|xml|gradle|bas|vba)\b|\b(makefile|dockerfile|package\.json)\b|`[^`\n]{1,60}`|\b\w+\(\)|\bin the same file\b|\bat the (top|bottom)"
          r" of\b|\bline \d+\b|#[0-9a-f]{3,6}\b)"),
-    _sig("small-thing", -1.5, r"\b(default value|parameter|argument|flag|constant|env(ironment)? var\w*|log"
+    _sig("instead-of", -1.5, r"\b(instead of|(convert|turn) (this|the|it)\b.* (in)?to\b|from \S+ to \S+$)"),
+    _sig("small-thing", -1.5, r"\b(default value|copyright( year)?|contact (address|email)|(email|ip) address|port \d+|parameter|argument|flag|constant|env(ironment)? var\w*|log"
          r" (message|line|level)|error message|assert\w*|header|label|placeholder|tooltip|string|"
          r"dependenc(y|ies)|dev dependencies|version\b|deprecat\w*|cursor|finally block|type hints?|"
          r"return type|unused (import|variable)s?|import statement|test that|unit test for|a test (for|that)|"
          r"timeout value|max_\w+|getter|setter|readme|changelog|gitignore|\.gitignore)\b"),
-    _sig("simple-question", -2.0, r"^\s*(what('s| is| are| does)|how (do|can) i|difference between|"
-         r"what's the difference|can you explain what|is there a way to)\b"),
+    _sig("simple-question", -2.0, r"^\s*((in|with) [\w#+.]+,?\s+)?(what('?s| is| are| does)|whats|how (do|can) i|how to"
+         r"|difference between|can you explain what|is there a way to)\b|\b(equivalent of|syntax for|the \w+ command"
+         r" (to|for)|cron expression)\b"),
 )
 
-SMART_THRESHOLD: Final = 1.0
+SMART_THRESHOLD: Final = 0.0
 """Score at or above which a task goes to the smart model."""
 
 _WORD = re.compile(r"\w+")
@@ -150,7 +154,7 @@ def classify(text: str, threshold: float = SMART_THRESHOLD) -> Classification:
     >>> classify("review this pull request for concurrency bugs").label
     'smart'
     """
-    text = _QUOTED.sub(" QUOTED ", text)
+    text = _QUOTED.sub(" quoted ", text).lower()
     score = 0.0
     matched: list[str] = []
     for signal in SIGNALS:

@@ -63,7 +63,7 @@ class BudgetDefaults(_Strict):
 
 
 class RoutingOptions(_Strict):
-    smart_threshold: float = 1.0
+    smart_threshold: float = 0.0
     default_max_tokens: int = Field(4096, gt=0)
     min_output_tokens: int = Field(64, gt=0)
     sticky_turn_ttl_seconds: int = Field(7200, gt=0)

@@ -202,7 +202,7 @@ class BudgetEngine:
             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, max_tokens=d.max_tokens,
             estimated_cost_usd=d.worst_case, reserved_usd=d.reserve, cost_usd=cost, cost_source=cost_source,
             latency_ms=int((time.monotonic() - flight.started) * 1000), turn_key=flight.request.turn,
-            session_key=flight.request.session, error=error,
+            session_key=flight.request.session, error=error, route_kind=d.kind,
         )
 
     def _record_refusal(self, request: ChatRequest, refusal: Refusal, snapshot: BudgetSnapshot,
@@ -211,5 +211,5 @@ class BudgetEngine:
             ts=now, budget_day=self.book.day, alias_requested=request.requested_alias, status="refused",
             reason=f"{refusal.reason}: {refusal.message}", tier=snapshot.tier, stream=request.stream,
             prompt_tokens=request.prompt_tokens, estimated_cost_usd=refusal.needed, turn_key=request.turn,
-            session_key=request.session,
+            session_key=request.session, route_kind="refused" if refusal.reason == "budget" else "cap-refused",
         ))

@@ -74,6 +74,8 @@ class Decision:
     reserve: float
     fallbacks: tuple[Fallback, ...] = ()
     intent: str = ""
+    kind: str = ""
+    """Low-cardinality label of why: task-cheap, task-smart, user, title, turn, downgraded, emergency."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,15 +92,16 @@ class UnknownAlias(ValueError):
     pass
 
 
-def _intent(inp: RouteInput, cfg: RoutingConfig) -> tuple[str, str]:
+def _intent(inp: RouteInput, cfg: RoutingConfig) -> tuple[str, str, str]:
+    """(alias wanted, reason, kind of reason)."""
     if inp.requested_alias != AUTO:
-        return inp.requested_alias, f"you asked for {inp.requested_alias}"
+        return inp.requested_alias, f"you asked for {inp.requested_alias}", "user"
     if inp.housekeeping:
-        return "cheap", "title/summary call"
+        return "cheap", "title/summary call", "title"
     if inp.sticky_alias:
-        return inp.sticky_alias, f"same turn: keeps {inp.sticky_alias} chosen at the turn's first step"
+        return inp.sticky_alias, f"same turn: keeps {inp.sticky_alias} chosen at the turn's first step", "turn"
     verdict = classify(inp.task, cfg.smart_threshold)
-    return verdict.label, verdict.explain()
+    return verdict.label, verdict.explain(), f"task-{verdict.label}"
 
 
 def _downgrade(intent: str, tier: Tier, snapshot: BudgetSnapshot) -> tuple[str, str]:
@@ -124,7 +127,7 @@ def route(inp: RouteInput, snapshot: BudgetSnapshot, cfg: RoutingConfig) -> Deci
             "(auto lets ralex choose)"
         )
     tier = snapshot.tier
-    intent, why = _intent(inp, cfg)
+    intent, why, kind = _intent(inp, cfg)
     alias, downgrade_note = _downgrade(intent, tier, snapshot)
     why += downgrade_note
 
@@ -156,6 +159,7 @@ def route(inp: RouteInput, snapshot: BudgetSnapshot, cfg: RoutingConfig) -> Deci
             return Decision(
                 alias=name, model=spec.model, reason=why + note + fb_note, tier=tier, max_tokens=max_tokens,
                 worst_case=worst, reserve=reserve, fallbacks=fallbacks, intent=intent,
+                kind="emergency" if tier == "emergency" else "downgraded" if name != intent else kind,
             )
         need = spec.worst_case(inp.prompt_tokens, floor)
         needed = need if not needed else min(needed, need)

@@ -15,6 +15,7 @@ from importlib import resources
 from typing import Any, Final
 
 import psycopg
+import psycopg.sql
 from psycopg.rows import dict_row
 
 from ralex.budget import Thresholds, parse_budget, zone
@@ -178,6 +179,7 @@ class LedgerRow:
     turn_key: str | None = None
     session_key: str | None = None
     error: str | None = None
+    route_kind: str = ""
 
 
 LEDGER_COLUMNS: Final = tuple(f.name for f in dataclasses.fields(LedgerRow))
@@ -216,3 +218,44 @@ UPSERT_PRICE: Final = (
     " completion_usd_per_token = EXCLUDED.completion_usd_per_token,"
     " context_length = EXCLUDED.context_length, source = EXCLUDED.source, fetched_at = now()"
 )
+
+
+# --- read side (exporter, CLI) -----------------------------------------------------------------
+
+TODAY: Final = (
+    "SELECT s.daily_limit_usd, s.timezone, s.smart_min_remaining_usd, s.cheap_min_remaining_usd,"
+    " s.emergency_max_tokens, d.today, coalesce(t.spent_usd, 0), coalesce(t.requests, 0),"
+    " coalesce(t.refusals, 0), coalesce(t.errors, 0), coalesce(t.fallbacks, 0),"
+    " extract(epoch FROM (d.today + 1)::timestamp - (now() AT TIME ZONE s.timezone))"
+    " FROM budget_settings s"
+    " CROSS JOIN LATERAL (SELECT (now() AT TIME ZONE s.timezone)::date AS today) d"
+    " LEFT JOIN daily_totals t ON t.budget_day = d.today WHERE s.id"
+)
+"""Settings and today's totals in one row; "today" is computed in the configured timezone."""
+
+BREAKDOWN: Final = (
+    "SELECT alias_routed, upstream_model, route_kind, status, fallback, requests, spent_usd"
+    " FROM daily_breakdown WHERE budget_day = %s"
+)
+LAST_HOUR_SPEND: Final = "SELECT coalesce(sum(cost_usd), 0) FROM ledger WHERE ts > now() - interval '1 hour'"
+WRITE_LAG: Final = (
+    "SELECT coalesce(max(extract(epoch FROM recorded_at - ts)), 0),"
+    " extract(epoch FROM now() - max(recorded_at)) FROM ledger WHERE recorded_at > now() - interval '5 minutes'"
+)
+SPEND_BY_DAY: Final = (
+    "SELECT budget_day, spent_usd, requests, refusals, errors, fallbacks FROM daily_totals"
+    " WHERE budget_day > %s - %s::int ORDER BY budget_day"
+)
+
+
+def ensure_reader_role(conn: psycopg.Connection[Any], role: str, password: str) -> None:
+    """A login role that can only read the ledger (for the exporter)."""
+    with conn.transaction():
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        ident = psycopg.sql.Identifier(role)
+        verb = "ALTER" if exists else "CREATE"
+        conn.execute(psycopg.sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(ident, psycopg.sql.Literal(password)))
+        conn.execute(psycopg.sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(ident))
+        conn.execute(psycopg.sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(ident))
+        conn.execute(psycopg.sql.SQL(
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {}").format(ident))
