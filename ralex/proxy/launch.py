@@ -23,7 +23,14 @@ import psycopg
 import yaml
 
 from ralex.config import ConfigError, RalexConfig, load_config
-from ralex.ledger.store import UPSERT_PRICE, LedgerUnavailable, connect, migrate, seed_settings
+from ralex.ledger.store import (
+    UPSERT_PRICE,
+    LedgerUnavailable,
+    connect,
+    ensure_reader_role,
+    migrate,
+    seed_settings,
+)
 from ralex.pricing import Price, fetch_prices, routing_config, with_overrides
 from ralex.proxy.settings import ProxySettings, load_settings
 
@@ -83,8 +90,9 @@ def litellm_config(config: RalexConfig, prices: dict[str, Price], settings: Prox
     return {
         "model_list": model_list,
         "litellm_settings": {
-            "callbacks": ["ralex.proxy.hooks.handler"],
+            "callbacks": ["ralex.proxy.hooks.handler", "prometheus"],
             "drop_params": True,
+            "require_auth_for_metrics_endpoint": False,
             "num_retries": 0,
             "request_timeout": settings.upstream_timeout,
         },
@@ -107,6 +115,8 @@ def prepare() -> tuple[ProxySettings, Path]:
             k: v for k, v in (("daily_limit", settings.daily_budget), ("timezone", settings.timezone)) if v is not None
         })
         seed_settings(conn, defaults)
+        if settings.exporter_db_password:
+            ensure_reader_role(conn, "ralex_reader", settings.exporter_db_password)
         prices = resolve_prices(settings, config, conn)
     routing_config(config, prices)  # every alias has a price, or a clear error
     runtime = settings.runtime_dir

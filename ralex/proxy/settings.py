@@ -32,6 +32,8 @@ class ProxySettings(BaseSettings):
     spool_path: Path | None = Field(None, alias="RALEX_SPOOL")
     upstream_timeout: float = Field(120.0, gt=0, alias="RALEX_UPSTREAM_TIMEOUT")
     db_wait_seconds: float = Field(60.0, ge=0, alias="RALEX_DB_WAIT_SECONDS")
+    exporter_db_password: str | None = Field(None, alias="RALEX_EXPORTER_DB_PASSWORD")
+    """Password of the read-only `ralex_reader` role the budget exporter logs in with."""
     clock_start: datetime | None = Field(None, alias="RALEX_CLOCK_START")
     """Run the budget clock from this moment (what-if drills and tests of the midnight reset)."""
 

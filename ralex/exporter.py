@@ -1,0 +1,184 @@
+"""Budget exporter: Prometheus metrics read from the ledger through a read-only role.
+
+Each scrape runs four small queries (settings + today's totals, today's breakdown, the last hour's
+spend, recent write lag); all are served by per-day aggregates or indexes, so scrape time stays
+flat as the ledger grows. A failed scrape is counted and logged, and reported as
+``ralex_exporter_up 0``; the next scrape reconnects.
+
+Exposition (abridged)::
+
+    ralex_budget_daily_limit_usd 5.0
+    ralex_budget_spent_today_usd 1.234
+    ralex_budget_remaining_usd 3.766
+    ralex_budget_fraction_used 0.2468
+    ralex_budget_tier{tier="full"} 1.0
+    ralex_budget_alert_level 0.0
+    ralex_spend_today_usd{alias="smart",model="anthropic/claude-sonnet-4.5"} 1.1
+    ralex_requests_today{alias="cheap",model="google/gemini-2.5-flash-lite",status="ok"} 42.0
+    ralex_routing_decisions_today{kind="task-smart"} 7.0
+    ralex_refusals_today 2.0
+    ralex_burn_rate_usd_per_hour 0.31
+    ralex_projected_spend_today_usd 2.9
+    ralex_exporter_up 1.0
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any, Final
+
+import psycopg
+from prometheus_client import start_http_server
+from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ralex.budget import ALERT_LEVELS, Thresholds
+from ralex.ledger.store import BREAKDOWN, LAST_HOUR_SPEND, TODAY, WRITE_LAG
+
+log = logging.getLogger("ralex.exporter")
+TIERS: Final = ("full", "economy", "emergency")
+
+
+def alert_level(fraction: float) -> int:
+    """The highest alert threshold (50/80/95/100 %) today's spend has reached, else 0."""
+    reached = [level for level in ALERT_LEVELS if fraction * 100 >= level - 1e-9]
+    return reached[-1] if reached else 0
+
+
+def _gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = None) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=list(labels or {}))
+    family.add_metric(list((labels or {}).values()), value)
+    return family
+
+
+class LedgerCollector(Collector):
+    """Builds every budget metric fresh per scrape from the ledger."""
+
+    def __init__(self, dsn: str, timeout: float = 5.0) -> None:
+        self._dsn = dsn
+        self._timeout = timeout
+        self._conn: psycopg.Connection[Any] | None = None
+        self.scrape_errors = 0
+
+    def describe(self) -> Iterator[Metric]:
+        """Registration needs the names only: do not touch Postgres here."""
+        return iter(())
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=int(self._timeout),
+                                         options=f"-c statement_timeout={int(self._timeout * 1000)}")
+        return self._conn
+
+    def collect(self) -> Iterator[Metric]:
+        started = time.perf_counter()
+        try:
+            metrics = list(self._collect())
+            up = 1.0
+        except (psycopg.Error, OSError) as exc:
+            self.scrape_errors += 1
+            log.warning("ledger scrape failed (%s)", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+            metrics, up = [], 0.0
+        yield from metrics
+        yield _gauge("ralex_exporter_up", "1 if the last scrape read the ledger, else 0.", up)
+        errors = CounterMetricFamily("ralex_exporter_scrape_errors", "Scrapes that could not read the ledger.")
+        errors.add_metric([], self.scrape_errors)
+        yield errors
+        yield _gauge("ralex_exporter_scrape_duration_seconds", "Time the last scrape took.",
+                     time.perf_counter() - started)
+
+    def _collect(self) -> Iterator[Metric]:
+        conn = self._connection()
+        row = conn.execute(TODAY).fetchone()
+        if row is None:
+            raise psycopg.OperationalError("budget settings are missing (has the proxy started once?)")
+        limit, tz, smart_min, cheap_min, _, today, spent, requests, refusals, errors, fallbacks, to_reset = row
+        limit, spent, to_reset = float(limit), float(spent), float(to_reset)
+        remaining = limit - spent
+        fraction = spent / limit if limit > 0 else 1.0
+        tier = Thresholds(float(smart_min), float(cheap_min)).tier(remaining)
+        burn = float(conn.execute(LAST_HOUR_SPEND).fetchone()[0])  # type: ignore[index]
+        lag, since_write = conn.execute(WRITE_LAG).fetchone()  # type: ignore[misc]
+
+        yield _gauge("ralex_budget_daily_limit_usd", "Today's budget in USD.", limit)
+        yield _gauge("ralex_budget_spent_today_usd", "Spent today (real cost reported upstream), USD.", spent)
+        yield _gauge("ralex_budget_remaining_usd", "Budget left today, USD.", remaining)
+        yield _gauge("ralex_budget_fraction_used", "Spent today / daily limit.", fraction)
+        yield _gauge("ralex_budget_alert_level", "Highest alert threshold reached today: 0, 50, 80, 95 or 100.",
+                     alert_level(fraction))
+        yield _gauge("ralex_budget_seconds_to_reset", f"Seconds until local midnight ({tz}).", to_reset)
+        tiers = GaugeMetricFamily("ralex_budget_tier", "Current budget tier (1 for the active one).",
+                                  labels=["tier"])
+        for name in TIERS:
+            tiers.add_metric([name], 1.0 if name == tier else 0.0)
+        yield tiers
+        yield _gauge("ralex_requests_served_today", "Requests answered today.", float(requests))
+        yield _gauge("ralex_refusals_today", "Requests refused today (HTTP 402).", float(refusals))
+        yield _gauge("ralex_upstream_errors_today", "Requests that failed upstream today (not charged).",
+                     float(errors))
+        yield _gauge("ralex_fallbacks_today", "Requests served by a fallback alias today.", float(fallbacks))
+        yield _gauge("ralex_burn_rate_usd_per_hour", "Spend over the last hour, USD/h.", burn)
+        yield _gauge("ralex_projected_spend_today_usd",
+                     "Spent today plus the last hour's burn rate until midnight, USD.",
+                     spent + burn * to_reset / 3600)
+        yield _gauge("ralex_ledger_write_lag_seconds",
+                     "Largest delay between a request finishing and its ledger row landing (last 5 min).",
+                     float(lag or 0))
+        yield _gauge("ralex_ledger_seconds_since_last_write", "Seconds since the last ledger row landed.",
+                     float(since_write) if since_write is not None else -1.0)
+        yield from self._breakdown(conn, today)
+
+    @staticmethod
+    def _breakdown(conn: psycopg.Connection[Any], today: Any) -> Iterator[Metric]:
+        spend: dict[tuple[str, str], float] = defaultdict(float)
+        counts: dict[tuple[str, str, str], float] = defaultdict(float)
+        kinds: dict[str, float] = defaultdict(float)
+        for alias, model, kind, status, _fallback, n, cost in conn.execute(BREAKDOWN, (today,)):
+            if status != "refused":
+                spend[(alias, model)] += float(cost)
+                counts[(alias, model, status)] += n
+            kinds[kind or "unknown"] += n
+        by_model = GaugeMetricFamily("ralex_spend_today_usd", "Spent today by alias and upstream model, USD.",
+                                     labels=["alias", "model"])
+        for key, value in sorted(spend.items()):
+            by_model.add_metric(list(key), value)
+        yield by_model
+        requests = GaugeMetricFamily("ralex_requests_today", "Requests today by alias, model and outcome.",
+                                     labels=["alias", "model", "status"])
+        for key3, value in sorted(counts.items()):
+            requests.add_metric(list(key3), value)
+        yield requests
+        decisions = GaugeMetricFamily("ralex_routing_decisions_today",
+                                      "Routing decisions today by kind (task-cheap, task-smart, user, title, "
+                                      "turn, downgraded, emergency, refused, cap-refused).", labels=["kind"])
+        for kind, value in sorted(kinds.items()):
+            decisions.add_metric([kind], value)
+        yield decisions
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    dsn = os.environ.get("RALEX_EXPORTER_DATABASE_URL")
+    if not dsn:
+        raise SystemExit("ralex-exporter: RALEX_EXPORTER_DATABASE_URL is not set (the read-only ledger DSN)")
+    port = int(os.environ.get("RALEX_EXPORTER_PORT", "9464"))
+    from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR
+
+    for default in (GC_COLLECTOR, PLATFORM_COLLECTOR):
+        REGISTRY.unregister(default)
+    REGISTRY.register(LedgerCollector(dsn))
+    start_http_server(port)
+    log.info("ralex budget exporter on :%d", port)
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()
