@@ -2,39 +2,44 @@
 
 Method
 ------
-One Postgres (testcontainers), one fake OpenRouter (its own process) and two LiteLLM proxies
-pointed at the same fake:
+One Postgres (testcontainers), one fake OpenRouter (its own process) and three LiteLLM proxies
+pointed at the same fake, all started with the same environment:
 
-* **A, plain**: ``litellm --config plain.yaml``, the config ``ralex.proxy.launch.litellm_config``
-  generates, without ``litellm_settings.callbacks`` and ``general_settings.custom_auth`` (same
-  model list, same master key, same timeouts): LiteLLM as it is, no Ralex.
-* **B, Ralex**: ``ralex-proxy`` exactly as shipped (hooks, custom auth, ledger writer), with a daily
-  limit of $1000 so nothing is refused.
+* **A, plain LiteLLM**: ``litellm --config plain.yaml``, the config ``ralex.proxy.launch.litellm_config``
+  generates without ``litellm_settings.callbacks`` and ``general_settings.custom_auth`` (same model
+  list, master key and timeouts): LiteLLM as it is, no Ralex.
+* **B, Ralex**: ``ralex-proxy`` exactly as shipped (hooks, custom auth, every configured callback,
+  ledger writer), with a daily limit of $1000 so nothing is refused.
+* **C, Ralex minus its hook**: B's generated config with only ``ralex.proxy.hooks.handler`` removed
+  from the callbacks (custom auth and the other callbacks stay). B - C isolates the hook itself;
+  B - A is what a user pays compared with plain LiteLLM.
 
-Both get the same body: one step of a coding agent (an ~8 KB system prompt, seven tools, an earlier
-tool round trip and a new task from ``bench/data``). After a warm-up (50 requests each), N
-non-streaming chat completions go to each proxy, interleaved A, B, A, B, sequentially from one
-keep-alive ``httpx.Client``; latency is measured at the client. Two series:
+Every proxy gets the same body: one step of a coding agent (an ~8 KB system prompt, seven tools,
+an earlier tool round trip and a new task from ``bench/data``). After a warm-up (50 requests each),
+N non-streaming chat completions go to each proxy, interleaved A, B, C, A, B, C, sequentially from
+one keep-alive ``httpx.Client``; latency is measured at the client. Two series:
 
-1. ``cheap`` on A and on B: the same upstream model; the difference is Ralex's hooks and auth.
-2. ``cheap`` on A, ``auto`` on B: the same, plus task classification (every body is a new turn,
-   so nothing is remembered from an earlier step; some tasks route to smart, whose fake reply is
-   as fast as cheap's).
+1. ``cheap`` everywhere: the same upstream model; the difference is Ralex.
+2. ``cheap`` on A and C, ``auto`` on B: the same plus task classification (every body is a new
+   turn, so nothing is remembered from an earlier step).
 
-Added latency is B - A at p50 and p99 (and the median of the paired per-request differences).
-The fake's own latency (direct requests, no proxy) is measured afterwards as a reference.
+Added latency is the difference of the percentiles (B - A, B - C) at p50 and p99, and the median of
+the paired per-request differences. The fake's own latency (direct requests, no proxy) is measured
+afterwards as a floor.
 
 In-process, without HTTP: ``BudgetEngine.admit()`` + ``settle()`` (built as the hooks build it,
-with a no-op ledger sink) over 10k such bodies, and ``ChatRequest.from_body``, ``policy.route``
-and ``classify.classify`` alone.
+with a no-op ledger sink) over 10k such bodies, and ``ChatRequest.from_body``, ``policy.route`` and
+``classify.classify`` alone.
 
 Targets (printed next to the results, not asserted): added p50 <= 1 ms, added p99 <= 5 ms.
+The machine is shared with whatever else runs; interleaving spreads that noise over all proxies
+alike, but compare the three within one run, not across runs.
 
 Run from the repo root, with the sandbox images (``set -a; . /tmp/sandbox.env; set +a``)::
 
     .venv/bin/python -m bench.overhead_bench [--requests 1000] [--warmup 50] [--decisions 10000]
 
-Results: a table on stdout and ``bench/results/overhead.json``.
+Results: tables on stdout and ``bench/results/overhead.json``.
 """
 
 from __future__ import annotations
@@ -84,48 +89,64 @@ from tests.integration.conftest import MASTER_KEY, Fake, free_port, proxy_env, s
 
 TARGET_P50_MS = 1.0
 TARGET_P99_MS = 5.0
+HOOK = "ralex.proxy.hooks.handler"
 
 
 @dataclass
 class Target:
-    """One proxy under test."""
+    """One proxy under test and what it measured in the current series."""
 
-    name: str
+    key: str
+    label: str
     base_url: str
-    log_path: Path
     samples: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     routes: Counter[str] = field(default_factory=Counter)
+    kinds: Counter[str] = field(default_factory=Counter)
 
 
-# --- proxy A: plain LiteLLM ---------------------------------------------------------------------
+# --- proxies A and C: LiteLLM started from a config we write ------------------------------------
 
-def start_plain_litellm(fake: Fake, ralex_runtime: Path, work: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
-    """LiteLLM with Ralex's generated config minus Ralex: no callbacks, no custom auth."""
-    port = free_port()
-    runtime = work / f"plain-{port}"
-    runtime.mkdir(parents=True)
-    env = proxy_env("postgresql://unused", fake, port, runtime)
+def plain_config(fake: Fake, ralex_runtime: Path) -> dict[str, Any]:
+    """A: Ralex's generated config (same prices as B) without callbacks and custom auth."""
+    env = proxy_env("postgresql://unused", fake, 0, ralex_runtime)  # what B was started with
     settings = ProxySettings(OPENROUTER_API_KEY=env["OPENROUTER_API_KEY"], OPENROUTER_API_BASE=fake.api_base,
-                             LITELLM_MASTER_KEY=MASTER_KEY, RALEX_DATABASE_URL="postgresql://unused",
+                             LITELLM_MASTER_KEY=MASTER_KEY, RALEX_DATABASE_URL=env["RALEX_DATABASE_URL"],
                              RALEX_UPSTREAM_TIMEOUT=env["RALEX_UPSTREAM_TIMEOUT"])
     prices = {m: Price(**p) for m, p in json.loads((ralex_runtime / "prices.json").read_text()).items()}
     config = litellm_config(load_config(), prices, settings)
-    config["litellm_settings"].pop("callbacks")
-    config["general_settings"].pop("custom_auth")
-    config_path = runtime / "plain.yaml"
+    config["litellm_settings"].pop("callbacks", None)
+    config["general_settings"].pop("custom_auth", None)
+    return config
+
+
+def without_hook(ralex_runtime: Path) -> dict[str, Any]:
+    """C: the config ralex-proxy generated and runs, minus the Ralex hook."""
+    config = yaml.safe_load((ralex_runtime / "litellm.yaml").read_text())
+    callbacks = [c for c in config["litellm_settings"].get("callbacks", []) if c != HOOK]
+    config["litellm_settings"]["callbacks"] = callbacks
+    return config
+
+
+def start_litellm(name: str, config: dict[str, Any], fake: Fake, dsn: str,
+                  work: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+    port = free_port()
+    runtime = work / f"{name}-{port}"
+    runtime.mkdir(parents=True)
+    config_path = runtime / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     log_path = runtime / "proxy.log"
     litellm = str(Path(sys.executable).parent / "litellm")
     process = subprocess.Popen([litellm, "--config", str(config_path), "--host", "127.0.0.1", "--port", str(port),
-                                "--num_workers", "1"], env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
+                                "--num_workers", "1"], env=proxy_env(dsn, fake, port, runtime),
+                               stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
 
     def alive() -> bool:
         if process.poll() is not None:
-            raise RuntimeError(f"plain litellm exited with {process.returncode}: {log_path.read_text()[-3000:]}")
+            raise RuntimeError(f"{name} litellm exited with {process.returncode}: {log_path.read_text()[-3000:]}")
         return httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=2).status_code == 200
 
-    wait_until(alive, 90, interval=0.25, what="plain LiteLLM to answer /health/liveliness")
+    wait_until(alive, 90, interval=0.25, what=f"{name} LiteLLM to answer /health/liveliness")
     return process, port, log_path
 
 
@@ -141,7 +162,6 @@ def post(client: httpx.Client, target: Target, content: bytes, record: bool) -> 
     started = time.perf_counter()
     try:
         response = client.post(f"{target.base_url}/v1/chat/completions", content=content)
-        response.read()
     except httpx.HTTPError as exc:
         target.errors[type(exc).__name__] += 1
         return
@@ -152,22 +172,23 @@ def post(client: httpx.Client, target: Target, content: bytes, record: bool) -> 
         target.errors[f"HTTP {response.status_code}"] += 1
         return
     target.samples.append(took)
-    target.routes[response.headers.get("x-ralex-route", "-")] += 1
+    if "x-ralex-route" in response.headers:
+        target.routes[response.headers["x-ralex-route"]] += 1
+        reason = response.headers.get("x-ralex-reason", "")
+        target.kinds["downgraded: does not fit" if "does not fit" in reason else "as intended"] += 1
 
 
-def interleaved(client: httpx.Client, a: Target, b: Target, a_bodies: list[bytes], b_bodies: list[bytes],
-                warmup: int) -> None:
-    """Warm-up then the measured requests, A, B, A, B: both see the same conditions over time."""
-    for i, (body_a, body_b) in enumerate(zip(a_bodies, b_bodies, strict=True)):
-        post(client, a, body_a, record=i >= warmup)
-        post(client, b, body_b, record=i >= warmup)
+def interleaved(client: httpx.Client, targets: list[tuple[Target, list[bytes]]], warmup: int) -> None:
+    """Warm-up, then the measured requests in turn (A, B, C, A, B, C ...): all see the same moments."""
+    for i in range(len(targets[0][1])):
+        for target, bodies in targets:
+            post(client, target, bodies[i], record=i >= warmup)
 
 
 def upstream_alone(client: httpx.Client, fake: Fake, system: str, count: int) -> list[float]:
-    """The fake's own latency (no proxy), as a floor for both proxies."""
+    """The fake's own latency (no proxy): the floor under every proxy."""
     samples = []
-    bodies = encoded_bodies(count, "google/gemini-2.5-flash-lite", system, offset=10_000_000)
-    for body in bodies:
+    for body in encoded_bodies(count, "google/gemini-2.5-flash-lite", system, offset=10_000_000):
         started = time.perf_counter()
         response = client.post(f"{fake.api_base}/chat/completions", content=body,
                                headers={"Authorization": "Bearer sk-or-test-key"})
@@ -176,19 +197,30 @@ def upstream_alone(client: httpx.Client, fake: Fake, system: str, count: int) ->
     return samples
 
 
-def compare(a: Target, b: Target) -> dict[str, Any]:
-    sa, sb = summary(a.samples), summary(b.samples)
-    paired = [y - x for x, y in zip(a.samples, b.samples, strict=False)]
+def added(base: Target, ralex: Target) -> dict[str, Any]:
+    """What ``ralex`` adds over ``base``: differences of percentiles and of paired requests."""
+    sa, sb = summary(base.samples), summary(ralex.samples)
+    paired = [b - a for a, b in zip(base.samples, ralex.samples, strict=False)]
     return {
-        "A": {**sa, "errors": dict(a.errors)},
-        "B": {**sb, "errors": dict(b.errors), "routes": dict(b.routes)},
-        "added_p50_ms": sb["p50"] - sa["p50"],
-        "added_p90_ms": sb["p90"] - sa["p90"],
-        "added_p99_ms": sb["p99"] - sa["p99"],
-        "added_mean_ms": sb["mean"] - sa["mean"],
-        "paired_diff_median_ms": summary(paired)["p50"] if paired else None,
+        "p50_ms": sb["p50"] - sa["p50"],
+        "p90_ms": sb["p90"] - sa["p90"],
+        "p99_ms": sb["p99"] - sa["p99"],
+        "mean_ms": sb["mean"] - sa["mean"],
+        "paired_median_ms": summary(paired)["p50"] if paired else None,
         "ratio_p50": sb["p50"] / sa["p50"] if sa["p50"] else None,
     }
+
+
+def series_result(targets: dict[str, Target], seconds: float) -> dict[str, Any]:
+    result: dict[str, Any] = {"seconds": round(seconds, 1)}
+    for key, t in targets.items():
+        result[key] = {"label": t.label, **summary(t.samples), "errors": dict(t.errors)}
+        if t.routes:
+            result[key]["routes"] = dict(t.routes)
+            result[key]["routing"] = dict(t.kinds)
+    result["added_B_minus_A"] = added(targets["A"], targets["B"])
+    result["added_B_minus_C"] = added(targets["C"], targets["B"])
+    return result
 
 
 # --- in-process decision cost ---------------------------------------------------------------------
@@ -204,7 +236,8 @@ def timed(fn: Callable[[int], Any], count: int) -> dict[str, float]:
     return summary(samples)
 
 
-def decision_costs(count: int, system: str) -> dict[str, dict[str, float]]:
+def decision_costs(count: int, system: str) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """Timings of the engine and its parts; also how ``auto`` routed these bodies (intent -> alias)."""
     config = load_config()
     prices = with_overrides(config, parse_models({"data": default_catalog()}))  # the fake's = OpenRouter's list
     routing = routing_config(config, prices)
@@ -230,11 +263,10 @@ def decision_costs(count: int, system: str) -> dict[str, dict[str, float]]:
         results[f"admit+settle ({model})"] = timed(admit_settle, count)
 
     eng = engine()
-    admitted = [eng.admit(body) for body in bodies["auto"][:count]]
-    settle_us = timed(lambda i: eng.settle(admitted[i].key, 0.0001, cost_source="upstream"), count)
-    eng = engine()
     results["admit alone (auto)"] = timed(lambda i: eng.admit(bodies["auto"][i]), count)
-    results["settle alone"] = settle_us
+    flights = list(eng.in_flight.values())
+    results["settle alone"] = timed(lambda i: eng.settle(flights[i].key, 0.0001, cost_source="upstream"), count)
+    routed = Counter(f"intent {f.decision.intent} -> {f.decision.alias}" for f in flights)
     requests = [ChatRequest.from_body(body) for body in bodies["auto"]]
     results["ChatRequest.from_body"] = timed(lambda i: ChatRequest.from_body(bodies["auto"][i]), count)
     snapshot = engine().snapshot()
@@ -242,18 +274,10 @@ def decision_costs(count: int, system: str) -> dict[str, dict[str, float]]:
               for r in requests]
     results["policy.route (auto)"] = timed(lambda i: route(inputs[i], snapshot, routing), count)
     results["classify.classify"] = timed(lambda i: classify(requests[i].task), count)
-    return results
+    return results, dict(routed)
 
 
 # --- main ---------------------------------------------------------------------------------------
-
-def fmt(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def verdict(value: float, target: float) -> str:
-    return "met" if value <= target else "MISSED"
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.overhead_bench", description=__doc__,
@@ -270,89 +294,126 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, Any] = {"environment": environment(), "requests": args.requests, "warmup": args.warmup,
                                "body": {"system_prompt_bytes": len(system.encode()), "tools": 7, "messages": 6},
                                "targets": {"added_p50_ms": TARGET_P50_MS, "added_p99_ms": TARGET_P99_MS}}
-    logs: dict[str, Path] = {}
-    with ExitStack() as stack:
-        print("starting Postgres, the fake OpenRouter and both proxies ...", flush=True)
-        pg = start_postgres()
-        stack.callback(pg.container.stop)
-        fake_process, fake = start_fake(work / "fake.log")
-        stack.callback(stop_process, fake_process)
-        logs["fake"] = work / "fake.log"
-        ralex = start_proxy(pg.new_database(), fake, work)
-        stack.callback(ralex.stop)
-        logs["B ralex-proxy"] = ralex.log_path
-        ralex.set_limit(1000.0)  # ledger.store.update_settings, then waits until the proxy applied it
-        plain_process, plain_port, plain_log = start_plain_litellm(fake, ralex.runtime, work)
-        stack.callback(stop_process, plain_process)
-        logs["A plain litellm"] = plain_log
+    logs: dict[str, Path] = {"fake": work / "fake.log"}
+    try:
+        with ExitStack() as stack:
+            print("starting Postgres, the fake OpenRouter and three proxies ...", flush=True)
+            pg = start_postgres()
+            stack.callback(pg.container.stop)
+            fake_process, fake = start_fake(logs["fake"])
+            stack.callback(stop_process, fake_process)
+            ralex = start_proxy(pg.new_database(), fake, work)
+            stack.callback(ralex.stop)
+            logs["B"] = ralex.log_path
+            ralex.set_limit(1000.0)  # ledger.store.update_settings, then waits until the proxy applied it
+            configs = {"A": plain_config(fake, ralex.runtime), "C": without_hook(ralex.runtime)}
+            ports = {}
+            for key, config in configs.items():
+                process, ports[key], logs[key] = start_litellm(key, config, fake, ralex.dsn, work)
+                stack.callback(stop_process, process)
+            results["proxies"] = {
+                "A": {"label": "plain LiteLLM", "callbacks": [], "custom_auth": None},
+                "B": {"label": "ralex-proxy", **_auth_and_callbacks(ralex.runtime / "litellm.yaml")},
+                "C": {"label": "ralex-proxy config minus the Ralex hook",
+                      "callbacks": configs["C"]["litellm_settings"]["callbacks"],
+                      "custom_auth": configs["C"]["general_settings"].get("custom_auth")},
+            }
+            urls = {"A": f"http://127.0.0.1:{ports['A']}", "B": f"http://127.0.0.1:{ralex.port}",
+                    "C": f"http://127.0.0.1:{ports['C']}"}
 
-        client = stack.enter_context(httpx.Client(timeout=30, headers={
-            "Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"}))
-        total = args.warmup + args.requests
-        series: dict[str, dict[str, Any]] = {}
-        for label, b_model, offset in (("cheap vs cheap", "cheap", 0), ("cheap vs auto", "auto", 1_000_000)):
-            print(f"series '{label}': {args.warmup} warm-up + {args.requests} requests per proxy ...", flush=True)
-            a = Target("A plain", f"http://127.0.0.1:{plain_port}", plain_log)
-            b = Target("B ralex", f"http://127.0.0.1:{ralex.port}", ralex.log_path)
-            started = time.monotonic()
-            interleaved(client, a, b, encoded_bodies(total, "cheap", system, offset),
-                        encoded_bodies(total, b_model, system, offset), args.warmup)
-            series[label] = {**compare(a, b), "seconds": round(time.monotonic() - started, 1)}
-        results["http"] = series
-        print(f"reference: {args.reference} requests straight to the fake ...", flush=True)
-        results["upstream_alone"] = summary(upstream_alone(client, fake, system, args.reference))
-        budget = ralex.budget()
-        results["ralex_budget_after"] = {k: budget[k] for k in ("limit", "spent", "in_flight", "ledger")}
+            client = stack.enter_context(httpx.Client(timeout=30, headers={
+                "Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"}))
+            total = args.warmup + args.requests
+            results["http"] = {}
+            for label, b_model, offset in (("cheap everywhere", "cheap", 0), ("auto on B", "auto", 1_000_000)):
+                print(f"series '{label}': {args.warmup} warm-up + {args.requests} requests per proxy ...", flush=True)
+                cheap = encoded_bodies(total, "cheap", system, offset)
+                targets = {key: Target(key, results["proxies"][key]["label"], url) for key, url in urls.items()}
+                started = time.monotonic()
+                interleaved(client, [(targets["A"], cheap),
+                                     (targets["B"], encoded_bodies(total, b_model, system, offset)),
+                                     (targets["C"], cheap)], args.warmup)
+                results["http"][label] = series_result(targets, time.monotonic() - started)
+            print(f"floor: {args.reference} requests straight to the fake ...", flush=True)
+            results["upstream_alone"] = summary(upstream_alone(client, fake, system, args.reference))
+            budget = ralex.budget()
+            results["ralex_budget_after"] = {k: budget.get(k) for k in ("limit", "spent", "in_flight", "ledger")}
 
-    print(f"in-process decision cost over {args.decisions} bodies ...", flush=True)
-    results["in_process_us"] = decision_costs(args.decisions, system)
-    results["log_problems"] = {name: log_problems(path) for name, path in logs.items()}
-    if args.keep_logs:
-        results["logs"] = {name: str(path) for name, path in logs.items()}
-    else:
-        shutil.rmtree(work, ignore_errors=True)
+        print(f"in-process decision cost over {args.decisions} bodies ...", flush=True)
+        results["in_process_us"], results["in_process_auto_routing"] = decision_costs(args.decisions, system)
+        results["log_problems"] = {name: log_problems(path) for name, path in logs.items()}
+        if args.keep_logs:
+            results["logs"] = {name: str(path) for name, path in logs.items()}
+    finally:
+        if not args.keep_logs:
+            shutil.rmtree(work, ignore_errors=True)
 
     report(results)
     path = write_results("overhead", results)
     print(f"\nresults: {path}")
 
 
+def _auth_and_callbacks(config_path: Path) -> dict[str, Any]:
+    config = yaml.safe_load(config_path.read_text())
+    return {"callbacks": config["litellm_settings"].get("callbacks", []),
+            "custom_auth": config["general_settings"].get("custom_auth")}
+
+
+# --- output -------------------------------------------------------------------------------------
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"
+
+
+def verdict(value: float, target: float) -> str:
+    return f"<= {target:g}: {'met' if value <= target else 'MISSED'}"
+
+
 def report(results: dict[str, Any]) -> None:
     rows = []
     for label, s in results["http"].items():
-        for side in ("A", "B"):
-            st = s[side]
-            errors = sum(st["errors"].values())
-            rows.append([f"{label}: {side} {'plain litellm' if side == 'A' else 'ralex-proxy'}", st["n"],
-                         fmt(st["p50"]), fmt(st["p90"]), fmt(st["p99"]), fmt(st["mean"]), errors])
+        for key in ("A", "B", "C"):
+            st = s[key]
+            rows.append([f"{label} | {key} {st['label']}", st["n"], fmt(st["p50"]), fmt(st["p90"]), fmt(st["p99"]),
+                         fmt(st["mean"]), sum(st["errors"].values())])
     ref = results["upstream_alone"]
-    rows.append(["reference: fake OpenRouter direct", ref["n"], fmt(ref["p50"]), fmt(ref["p90"]), fmt(ref["p99"]),
+    rows.append(["floor: fake OpenRouter, no proxy", ref["n"], fmt(ref["p50"]), fmt(ref["p90"]), fmt(ref["p99"]),
                  fmt(ref["mean"]), "-"])
     print()
-    print(table(["latency at the client (ms)", "n", "p50", "p90", "p99", "mean", "errors"], rows,
-                title=f"HTTP, non-streaming, interleaved A/B ({results['environment']['cpus']} CPUs)"))
+    print(table(["client latency, ms", "n", "p50", "p90", "p99", "mean", "errors"], rows,
+                title=f"HTTP, non-streaming, interleaved A/B/C, {results['requests']} requests each "
+                      f"({results['environment']['cpus']} CPUs)"))
 
     rows = []
     for label, s in results["http"].items():
-        rows.append([label, fmt(s["added_p50_ms"]), f"<= {TARGET_P50_MS:g} {verdict(s['added_p50_ms'], TARGET_P50_MS)}",
-                     fmt(s["added_p99_ms"]), f"<= {TARGET_P99_MS:g} {verdict(s['added_p99_ms'], TARGET_P99_MS)}",
-                     fmt(s["added_mean_ms"]), fmt(s["paired_diff_median_ms"]), fmt(s["ratio_p50"], 3)])
+        for pair, what in (("added_B_minus_A", "B - A (Ralex vs plain LiteLLM)"),
+                           ("added_B_minus_C", "B - C (the Ralex hook alone)")):
+            d = s[pair]
+            rows.append([f"{label} | {what}", signed(d["p50_ms"]), verdict(d["p50_ms"], TARGET_P50_MS),
+                         signed(d["p99_ms"]), verdict(d["p99_ms"], TARGET_P99_MS), signed(d["mean_ms"]),
+                         signed(d["paired_median_ms"]), fmt(d["ratio_p50"], 3)])
     print()
-    print(table(["added by Ralex (B - A, ms)", "p50", "target", "p99", "target", "mean", "paired median",
-                 "B/A p50"], rows))
-    routes = results["http"]["cheap vs auto"]["B"].get("routes", {})
-    print(f"auto routed: {', '.join(f'{k} {v}' for k, v in sorted(routes.items()))}")
+    print(table(["added latency, ms", "p50", "target", "p99", "target", "mean", "paired median", "p50 ratio"],
+                rows))
+    b = results["http"]["auto on B"]["B"]
+    print(f"auto on B routed: {b.get('routes', {})}; {b.get('routing', {})}")
 
     rows = [[name, fmt(s["p50"], 1), fmt(s["p90"], 1), fmt(s["p99"], 1), fmt(s["mean"], 1), fmt(s["max"], 0)]
             for name, s in results["in_process_us"].items()]
     print()
-    print(table(["in-process (us per call)", "p50", "p90", "p99", "mean", "max"], rows,
-                title=f"Decision cost, no HTTP ({results['body']['system_prompt_bytes']} B system prompt, tools)"))
+    print(table(["in-process, us per call", "p50", "p90", "p99", "mean", "max"], rows,
+                title=f"Decision cost without HTTP ({results['body']['system_prompt_bytes']} B system prompt, "
+                      "7 tools, 6 messages)"))
+    print(f"auto decisions: {results['in_process_auto_routing']}")
     problems = {name: lines for name, lines in results["log_problems"].items() if lines}
     if problems:
-        print("\nproblems in the logs:")
+        print("\nlines that look like problems in the logs:")
         for name, lines in problems.items():
-            print(f"  {name}: {len(lines)} line(s), first: {lines[0][:200]}")
+            print(f"  {name}: {len(lines)} (first: {lines[0][:220]})")
 
 
 if __name__ == "__main__":
