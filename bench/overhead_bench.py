@@ -16,8 +16,10 @@ pointed at the same fake, all started with the same environment:
 
 Every proxy gets the same body: one step of a coding agent (an ~8 KB system prompt, seven tools,
 an earlier tool round trip and a new task from ``bench/data``). After a warm-up (50 requests each),
-N non-streaming chat completions go to each proxy, interleaved A, B, C, A, B, C, sequentially from
-one keep-alive ``httpx.Client``; latency is measured at the client. Two series:
+N non-streaming chat completions go to each proxy, interleaved A, B, C, then B, C, A, then C, A, B
+(the order rotates so no proxy always follows the same neighbour, which may still be finishing its
+previous request), sequentially from one keep-alive ``httpx.Client``; latency is measured at the
+client. Two series:
 
 1. ``cheap`` everywhere: the same upstream model; the difference is Ralex.
 2. ``cheap`` on A and C, ``auto`` on B: the same plus task classification (every body is a new
@@ -103,6 +105,8 @@ class Target:
     errors: Counter[str] = field(default_factory=Counter)
     routes: Counter[str] = field(default_factory=Counter)
     kinds: Counter[str] = field(default_factory=Counter)
+    after: dict[str, list[float]] = field(default_factory=dict)
+    """Latencies by the proxy that was asked just before (it may still be busy finishing its request)."""
 
 
 # --- proxies A and C: LiteLLM started from a config we write ------------------------------------
@@ -158,7 +162,7 @@ def encoded_bodies(count: int, model: str, system: str, offset: int) -> list[byt
             for i in range(count)]
 
 
-def post(client: httpx.Client, target: Target, content: bytes, record: bool) -> None:
+def post(client: httpx.Client, target: Target, content: bytes, record: bool, after: str = "") -> None:
     started = time.perf_counter()
     try:
         response = client.post(f"{target.base_url}/v1/chat/completions", content=content)
@@ -172,6 +176,7 @@ def post(client: httpx.Client, target: Target, content: bytes, record: bool) -> 
         target.errors[f"HTTP {response.status_code}"] += 1
         return
     target.samples.append(took)
+    target.after.setdefault(after, []).append(took)
     if "x-ralex-route" in response.headers:
         target.routes[response.headers["x-ralex-route"]] += 1
         reason = response.headers.get("x-ralex-reason", "")
@@ -179,10 +184,18 @@ def post(client: httpx.Client, target: Target, content: bytes, record: bool) -> 
 
 
 def interleaved(client: httpx.Client, targets: list[tuple[Target, list[bytes]]], warmup: int) -> None:
-    """Warm-up, then the measured requests in turn (A, B, C, A, B, C ...): all see the same moments."""
+    """Warm-up, then the measured requests in turn, all proxies within the same moments.
+
+    The order rotates every cycle (A B C, B C A, C A B, ...): a proxy keeps working for a few ms after
+    it answered (logging callbacks, cost, ledger), and that steals CPU from whichever proxy comes
+    next. With a fixed order that cost would always land on the same neighbour.
+    """
+    previous = ""
     for i in range(len(targets[0][1])):
-        for target, bodies in targets:
-            post(client, target, bodies[i], record=i >= warmup)
+        shift = i % len(targets)
+        for target, bodies in targets[shift:] + targets[:shift]:
+            post(client, target, bodies[i], record=i >= warmup, after=previous)
+            previous = target.key
 
 
 def upstream_alone(client: httpx.Client, fake: Fake, system: str, count: int) -> list[float]:
@@ -214,7 +227,8 @@ def added(base: Target, ralex: Target) -> dict[str, Any]:
 def series_result(targets: dict[str, Target], seconds: float) -> dict[str, Any]:
     result: dict[str, Any] = {"seconds": round(seconds, 1)}
     for key, t in targets.items():
-        result[key] = {"label": t.label, **summary(t.samples), "errors": dict(t.errors)}
+        result[key] = {"label": t.label, **summary(t.samples), "errors": dict(t.errors),
+                       "p50_by_previous_proxy": {k: summary(v)["p50"] for k, v in sorted(t.after.items())}}
         if t.routes:
             result[key]["routes"] = dict(t.routes)
             result[key]["routing"] = dict(t.kinds)
