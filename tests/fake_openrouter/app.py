@@ -110,6 +110,8 @@ class ScriptedReply(BaseModel):
     content: str | None = None
     tool_calls: list[ScriptedToolCall] = Field(default_factory=list)
     model: str | None = None
+    requires_tools: bool = False
+    """Only a request that offers tools takes this reply (an agent's title call does not)."""
 
 
 class FaultsBody(BaseModel):
@@ -153,9 +155,9 @@ class FakeState:
                 return fault
         return None
 
-    def take_script(self, model: str) -> ScriptedReply | None:
+    def take_script(self, model: str, has_tools: bool = True) -> ScriptedReply | None:
         for reply in self.scripts:
-            if reply.model in (None, model):
+            if reply.model in (None, model) and (has_tools or not reply.requires_tools):
                 self.scripts.remove(reply)
                 return reply
         return None
@@ -494,7 +496,7 @@ def create_app(state: FakeState | None = None) -> FastAPI:
                 return JSONResponse(error_body(499, "Client closed request"), status_code=499)
         slow = fake.take_fault("slow", model_id)
         fail = fake.take_fault("midstream_error", model_id) if streaming else None
-        reply = truncate(decide_reply(body, fake.take_script(model_id)), max_tokens_of(body))
+        reply = truncate(decide_reply(body, fake.take_script(model_id, bool(body.get("tools")))), max_tokens_of(body))
         completion = Completion(fake, body, reply, model)
         delay = slow.chunk_delay if slow is not None else 0.0
         if streaming:

@@ -53,16 +53,16 @@ def test_compose_stack_routes_and_records_cost(stack):
     assert response.headers["x-ralex-route"] == "cheap"
     budget = wait_until(lambda: (b := httpx.get(f"{url}/ralex/budget", headers=headers).json())["spent"] > 0 and b)
     assert budget["timezone"] == "Europe/Berlin"
-    rows, _ = compose.exec_in_container(
+    rows, _, _ = compose.exec_in_container(
         ["psql", "-U", "ralex", "-d", "ralex", "-tAc", "SELECT alias_routed, cost_usd > 0 FROM ledger"], "postgres")
     assert rows.strip() == "cheap|t"
 
 
 def test_proxy_runs_as_non_root_with_the_hooks_installed(stack):
     compose, _, _ = stack
-    uid, _ = compose.exec_in_container(["id", "-u"], "litellm")
+    uid, _, _ = compose.exec_in_container(["id", "-u"], "litellm")
     assert uid.strip() != "0"
-    listing, _ = compose.exec_in_container(["ls", "-ld", "/var/lib/ralex/spool"], "litellm")
+    listing, _, _ = compose.exec_in_container(["ls", "-ld", "/var/lib/ralex/spool"], "litellm")
     assert "ralex" in listing
 
 

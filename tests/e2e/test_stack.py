@@ -1,0 +1,194 @@
+"""The whole stack from the real compose.yaml: a real OpenCode turn in its sandbox, through the proxy,
+into the ledger, out of the exporter into Prometheus, every dashboard query, and the budget alerts.
+
+Grafana itself has no image offline; its dashboard is checked by evaluating every panel's query
+against this Prometheus. The fake OpenRouter sits on the proxy's egress network in the upstream's place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import ROOT, free_port, wait_until
+
+pytestmark = pytest.mark.e2e
+
+SERVICES = ["postgres", "litellm", "budget-exporter", "prometheus", "opencode", "fake-openrouter"]
+AGENT_UID = 1000
+TYPO = 'print("hello wrold")\n'
+
+
+@dataclass
+class Stack:
+    compose: Any
+    proxy: str
+    prometheus: str
+    master: str
+    workspace: Path
+
+    def exec(self, service: str, *command: str) -> tuple[str, str, int]:
+        """`docker compose exec` that reports a non-zero exit instead of raising."""
+        result = subprocess.run([*self.compose.compose_command_property, "exec", "-T", service, *command],
+                                cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+        return result.stdout, result.stderr, result.returncode
+
+    def sql(self, query: str) -> str:
+        out, err, code = self.exec("postgres", "psql", "-U", "ralex", "-d", "ralex", "-tAc", query)
+        assert code == 0, err
+        return out.strip()
+
+    def promql(self, expr: str) -> list[dict[str, Any]]:
+        response = httpx.get(f"{self.prometheus}/api/v1/query", params={"query": expr}, timeout=10)
+        response.raise_for_status()
+        return response.json()["data"]["result"]
+
+    def value(self, expr: str) -> float | None:
+        result = self.promql(expr)
+        return float(result[0]["value"][1]) if result else None
+
+    def fake_call(self, method: str, path: str, body: Any = None) -> Any:
+        """The fake's control API, reached from inside its container (it publishes no port)."""
+        script = ("import sys, urllib.request as u; m, p, b = sys.argv[1:4]; "
+                  "r = u.Request('http://127.0.0.1:8080' + p, method=m, data=b.encode() if b else None, "
+                  "headers={'Content-Type': 'application/json'}); print(u.urlopen(r).read().decode())")
+        data = json.dumps(body) if body is not None else ""
+        out, err, code = self.exec("fake-openrouter", "python3", "-c", script, method, path, data)
+        assert code == 0, err
+        return json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    from testcontainers.compose import DockerCompose
+
+    workspace = tmp_path_factory.mktemp("workspace")
+    (workspace / "hello.py").write_text(TYPO)
+    for path in (workspace, workspace / "hello.py"):
+        os.chown(path, AGENT_UID, AGENT_UID)
+    master = f"sk-{secrets.token_hex(16)}"
+    ports = {"RALEX_PROXY_PORT": free_port(), "RALEX_PROMETHEUS_PORT": free_port(), "RALEX_GRAFANA_PORT": free_port()}
+    images = {k: v for k, v in os.environ.items() if k.startswith("RALEX_") and k.endswith("_IMAGE")}
+    env_file = tmp_path_factory.mktemp("env") / ".env"
+    env_file.write_text("\n".join(f"{k}={v}" for k, v in {
+        **images, **ports,
+        "OPENROUTER_API_KEY": "sk-or-test-key",
+        "LITELLM_MASTER_KEY": master,
+        "RALEX_AGENT_KEY": f"sk-{secrets.token_hex(16)}",
+        "POSTGRES_PASSWORD": secrets.token_hex(12),
+        "RALEX_EXPORTER_DB_PASSWORD": secrets.token_hex(12),
+        "GRAFANA_ADMIN_PASSWORD": secrets.token_hex(12),
+        "RALEX_TIMEZONE": "Europe/Berlin",
+        "RALEX_WORKSPACE": str(workspace),
+        "RALEX_UID": str(AGENT_UID),
+        "RALEX_GID": str(AGENT_UID),
+        "RALEX_CONFIG_FILE": str(ROOT / "tests" / "e2e" / "ralex.yaml"),
+        "RALEX_LITELLM_IMAGE": "ralex/litellm:test",
+        "RALEX_EXPORTER_IMAGE": "ralex/budget-exporter:test",
+        "RALEX_OPENCODE_IMAGE": "ralex/opencode:test",
+    }.items()) + "\n")
+    os.environ["COMPOSE_PROJECT_NAME"] = f"ralex-e2e-{uuid.uuid4().hex[:6]}"
+    compose = DockerCompose(str(ROOT), compose_file_name=["compose.yaml", "tests/compose.fake.yaml"],
+                            env_file=str(env_file), build=True, wait=True, services=SERVICES)
+    try:
+        compose.start()
+        yield Stack(compose, f"http://127.0.0.1:{ports['RALEX_PROXY_PORT']}",
+                    f"http://127.0.0.1:{ports['RALEX_PROMETHEUS_PORT']}", master, workspace)
+    finally:
+        compose.stop(down=True)
+        os.environ.pop("COMPOSE_PROJECT_NAME", None)
+
+
+def test_an_opencode_turn_fixes_the_file_through_the_proxy(stack: Stack):
+    stack.fake_call("POST", "/_fake/reset", {})
+    stack.fake_call("POST", "/_fake/script", {"replies": [
+        {"tool_calls": [{"name": "read", "arguments": {"filePath": "/workspace/hello.py"}}], "requires_tools": True},
+        {"tool_calls": [{"name": "edit", "arguments": {"filePath": "/workspace/hello.py", "oldString": "wrold",
+                                                       "newString": "world"}}], "requires_tools": True},
+        {"content": "Fixed the typo in hello.py.", "requires_tools": True},
+    ]})
+    out, err, code = stack.exec("opencode", "opencode", "run", "--model", "ralex/auto", "fix the typo in hello.py")
+    assert code == 0, f"{out}\n{err}"
+    hello = stack.workspace / "hello.py"
+    assert hello.read_text() == 'print("hello world")\n'
+    assert hello.stat().st_uid == AGENT_UID
+    calls = stack.fake_call("GET", "/_fake/requests")["requests"]
+    assert {c["model"] for c in calls} == {"google/gemini-2.5-flash-lite"}, "a typo fix is routed cheap"
+    assert len(calls) >= 4  # title + read + edit + answer
+
+    rows = wait_until(lambda: int(stack.sql("SELECT count(*) FROM ledger WHERE status = 'ok'")) >= len(calls)
+                      and stack.sql("SELECT string_agg(DISTINCT alias_routed || ':' || route_kind, ',' ORDER BY "
+                                    "alias_routed || ':' || route_kind) FROM ledger"), 30, what="ledger rows")
+    assert "cheap:task-cheap" in rows
+    assert "cheap:title" in rows or "cheap:turn" in rows
+    spent = float(stack.sql("SELECT spent_usd FROM daily_totals"))
+    assert spent > 0
+    exported = wait_until(lambda: stack.value("ralex_budget_spent_today_usd"), 60, interval=1,
+                          what="Prometheus to scrape the spend from the exporter")
+    assert exported == pytest.approx(spent, rel=1e-6)
+
+
+def test_every_dashboard_panel_query_returns_data(stack: Stack):
+    dashboard = json.loads((ROOT / "grafana" / "dashboards" / "ralex-budget.json").read_text())
+    assert dashboard["uid"] == "ralex-budget"
+    # the alert panel has data once an alert fires: spend 60 % of the limit
+    spent = float(stack.sql("SELECT spent_usd FROM daily_totals"))
+    stack.sql(f"UPDATE budget_settings SET daily_limit_usd = {spent / 0.6:.8f}")
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    empty = []
+    for expr in exprs:
+        try:
+            wait_until(lambda e=expr: stack.promql(e), 90, interval=2, what=expr)
+        except AssertionError:
+            empty.append(expr)
+    assert not empty, f"panels without data: {empty}"
+
+
+def test_budget_alerts_fire_as_the_ledger_crosses_50_80_95(stack: Stack):
+    spent = float(stack.sql("SELECT spent_usd FROM daily_totals"))
+    fired: list[str] = []
+    for fraction, alert in ((0.55, "RalexBudget50"), (0.85, "RalexBudget80"), (0.97, "RalexBudget95")):
+        stack.sql(f"UPDATE budget_settings SET daily_limit_usd = {spent / fraction:.8f}")
+        wait_until(lambda a=alert: stack.promql(f'ALERTS{{alertname="{a}", alertstate="firing"}}'), 90,
+                   interval=2, what=f"{alert} to fire")
+        fired.append(alert)
+        assert not stack.promql('ALERTS{alertname="RalexBudgetExhausted", alertstate="firing"}')
+    assert fired == ["RalexBudget50", "RalexBudget80", "RalexBudget95"]
+    stack.sql("UPDATE budget_settings SET daily_limit_usd = 5")
+
+
+NODE_FETCH = ("fetch(process.argv[1],{signal:AbortSignal.timeout(4000)})"
+              ".then(r=>{console.log('reached',r.status);process.exit(0)})"
+              ".catch(e=>{console.log('unreachable',e.cause?.code||e.name);process.exit(3)})")
+
+
+@pytest.mark.parametrize(("url", "reachable"), [
+    ("http://litellm:4000/health/liveliness", True),
+    ("http://fake-openrouter:8080/api/v1/models", False),
+    ("http://postgres:5432/", False),
+    ("http://1.1.1.1/", False),
+    ("https://openrouter.ai/api/v1/models", False),
+])
+def test_the_agent_reaches_the_proxy_and_nothing_else(stack: Stack, url: str, reachable: bool):
+    out, _, code = stack.exec("opencode", "node", "-e", NODE_FETCH, url)
+    assert (code == 0) is reachable, out
+
+
+def test_the_agent_is_non_root_without_docker_socket_or_upstream_key(stack: Stack):
+    uid, _, _ = stack.exec("opencode", "id", "-u")
+    assert uid.strip() == str(AGENT_UID)
+    _, _, code = stack.exec("opencode", "test", "-e", "/var/run/docker.sock")
+    assert code != 0
+    env, _, _ = stack.exec("opencode", "env")
+    assert "OPENROUTER_API_KEY" not in env
+    assert stack.master not in env
