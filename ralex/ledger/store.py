@@ -18,7 +18,7 @@ import psycopg
 import psycopg.sql
 from psycopg.rows import dict_row
 
-from ralex.budget import Thresholds, parse_budget, zone
+from ralex.budget import BudgetError, Thresholds, parse_budget, zone
 from ralex.config import BudgetDefaults
 
 MIGRATIONS_PACKAGE: Final = "ralex.ledger.migrations"
@@ -125,29 +125,39 @@ def read_settings(conn: psycopg.Connection[Any]) -> BudgetSettings:
     return settings_from_row(row)
 
 
-def update_settings(conn: psycopg.Connection[Any], *, daily_limit: object = None, timezone: str | None = None,
+def settings_update(*, daily_limit: object = None, timezone: str | None = None,
                     smart_min_remaining: float | None = None, cheap_min_remaining: float | None = None,
-                    emergency_max_tokens: int | None = None, by: str = "ralexctl") -> BudgetSettings:
-    """Change budget settings live: the proxy applies them on its next request."""
+                    emergency_max_tokens: int | None = None, by: str = "ralexctl") -> tuple[str, dict[str, Any]] | None:
+    """Validated UPDATE for a live settings change (None when nothing changes). Raises BudgetError."""
     changes: dict[str, Any] = {}
     if daily_limit is not None:
         changes["daily_limit_usd"] = parse_budget(daily_limit)
     if timezone is not None:
         zone(timezone)
         changes["timezone"] = timezone
-    if smart_min_remaining is not None:
-        changes["smart_min_remaining_usd"] = smart_min_remaining
-    if cheap_min_remaining is not None:
-        changes["cheap_min_remaining_usd"] = cheap_min_remaining
+    for column, value in (("smart_min_remaining_usd", smart_min_remaining),
+                          ("cheap_min_remaining_usd", cheap_min_remaining)):
+        if value is not None:
+            if value < 0:
+                raise BudgetError(f"{column.removesuffix('_usd')} must be zero or more dollars")
+            changes[column] = value
     if emergency_max_tokens is not None:
+        if emergency_max_tokens <= 0:
+            raise BudgetError("emergency_max_tokens must be a positive number of tokens")
         changes["emergency_max_tokens"] = emergency_max_tokens
-    if changes:
-        assignments = ", ".join(f"{column} = %({column})s" for column in changes)
+    if not changes:
+        return None
+    assignments = ", ".join(f"{column} = %({column})s" for column in changes)
+    query = f"UPDATE budget_settings SET {assignments}, updated_at = now(), updated_by = %(by)s WHERE id"
+    return query, {**changes, "by": by}
+
+
+def update_settings(conn: psycopg.Connection[Any], by: str = "ralexctl", **changes: Any) -> BudgetSettings:
+    """Change budget settings live: the proxy applies them on its next request."""
+    update = settings_update(by=by, **changes)
+    if update is not None:
         with conn.transaction():
-            conn.execute(
-                f"UPDATE budget_settings SET {assignments}, updated_at = now(), updated_by = %(by)s WHERE id",
-                {**changes, "by": by},
-            )
+            conn.execute(*update)
     return read_settings(conn)
 
 
@@ -242,10 +252,17 @@ WRITE_LAG: Final = (
     "SELECT coalesce(max(extract(epoch FROM recorded_at - ts)), 0),"
     " extract(epoch FROM now() - max(recorded_at)) FROM ledger WHERE recorded_at > now() - interval '5 minutes'"
 )
-SPEND_BY_DAY: Final = (
-    "SELECT budget_day, spent_usd, requests, refusals, errors, fallbacks FROM daily_totals"
-    " WHERE budget_day > %s - %s::int ORDER BY budget_day"
-)
+SPEND_GROUPS: Final = {"alias": "alias_routed", "model": "upstream_model", "reason": "route_kind", "day": "''"}
+
+
+def spend_query(by: str) -> str:
+    """Spend per budget day (the last N up to a given day) grouped by alias, model or routing reason."""
+    column = SPEND_GROUPS[by]
+    return (
+        f"SELECT budget_day, {column} AS key, coalesce(sum(requests) FILTER (WHERE status <> 'refused'), 0),"
+        " coalesce(sum(requests) FILTER (WHERE status = 'refused'), 0), sum(spent_usd)"
+        " FROM daily_breakdown WHERE budget_day > %s - %s::int GROUP BY 1, 2 ORDER BY 1, 2"
+    )
 
 
 def ensure_reader_role(conn: psycopg.Connection[Any], role: str, password: str) -> None:
