@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import subprocess
 import sys
+import time
+import webbrowser
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,15 +19,18 @@ import typer
 from rich.console import Console
 
 from ralex import __version__
-from ralex.budget import BudgetError, BudgetSnapshot, budget_day, parse_budget, usd
+from ralex.budget import BUDGET_TIERS, BudgetError, BudgetSnapshot, budget_day, parse_budget, usd, zone
 from ralex.classify import classify
 from ralex.config import ConfigError, load_config
 from ralex.ledger.store import BudgetSettings, LedgerUnavailable, connect, read_settings, spent_on
 from ralex.policy import ALIASES, Decision, RouteInput, UnknownAlias, route
 from ralex.pricing import routing_config
 from ralex.request import estimate_prompt_tokens
+from ralex_ctl import render, stack
 from ralex_ctl.errors import PricesUnknown, RalexError
 from ralex_ctl.prices import load_prices
+from ralex_ctl.project import Project, find_project, render_env
+from ralex_ctl.proxy_api import ProxyClient
 
 app = typer.Typer(
     name="ralexctl",
@@ -148,6 +155,310 @@ def route_command(
     else:
         console.print(f"[red]refused ({outcome.status})[/red]: {outcome.message}")
 
+
+
+# --- setting up -------------------------------------------------------------------------------
+
+def _secret(prefix: str = "") -> str:
+    return prefix + secrets.token_hex(24)
+
+
+def _local_timezone() -> str:
+    tz = os.environ.get("TZ")
+    if tz and "/" in tz:
+        return tz
+    try:
+        link = os.path.realpath("/etc/localtime")
+        if "zoneinfo/" in link:
+            return link.split("zoneinfo/", 1)[1]
+    except OSError:
+        pass
+    return "UTC"
+
+
+@app.command()
+def init(
+    openrouter_key: Annotated[str | None, typer.Option("--openrouter-key", envvar="OPENROUTER_API_KEY",
+                                                       help="Your OpenRouter API key (sk-or-...).")] = None,
+    budget: Annotated[str | None, typer.Option("--budget", "-b", help="Daily budget: a tier (lite=2, standard=5, "
+                                                                       "power=10, max=20) or dollars.")] = None,
+    timezone: Annotated[str | None, typer.Option("--timezone", "-t", help="Timezone whose midnight resets the "
+                                                                            "budget.")] = None,
+    workspace: Annotated[Path | None, typer.Option("--workspace", "-w", help="Folder the agent works in.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing .env.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", "--non-interactive",
+                                      help="Ask nothing; use options, environment and defaults.")] = False,
+) -> None:
+    """Create .env from .env.example with generated secrets.
+
+    Example: ralexctl init --openrouter-key sk-or-v1-... --budget power --timezone Europe/Berlin -y
+    """
+    project = find_project()
+    if project.env_path.exists() and not force:
+        raise RalexError(f"{project.env_path} already exists; keep it, or run `ralexctl init --force` to replace it")
+    interactive = not yes and sys.stdin.isatty()
+    if not openrouter_key and interactive:
+        openrouter_key = typer.prompt("OpenRouter API key (https://openrouter.ai/keys)", hide_input=True)
+    if not openrouter_key:
+        raise RalexError("no OpenRouter key: pass --openrouter-key or set OPENROUTER_API_KEY")
+    if not openrouter_key.startswith("sk-or-"):
+        raise RalexError("that does not look like an OpenRouter key (they start with sk-or-); check "
+                         "https://openrouter.ai/keys")
+    if budget is None and interactive:
+        budget = typer.prompt(f"Daily budget ({', '.join(f'{n}=${v:g}' for n, v in BUDGET_TIERS.items())} or "
+                              "dollars)", default="standard")
+    amount = _budget_amount(budget or "standard")
+    timezone = timezone or (typer.prompt("Timezone", default=_local_timezone()) if interactive
+                            else _local_timezone())
+    try:
+        zone(timezone)
+    except BudgetError as exc:
+        raise RalexError(str(exc)) from None
+    workspace = workspace or (Path(typer.prompt("Workspace folder", default="./workspace")) if interactive
+                              else Path("./workspace"))
+    values = {
+        "OPENROUTER_API_KEY": openrouter_key,
+        "LITELLM_MASTER_KEY": _secret("sk-"),
+        "RALEX_AGENT_KEY": _secret("sk-"),
+        "POSTGRES_PASSWORD": _secret(),
+        "RALEX_EXPORTER_DB_PASSWORD": _secret(),
+        "GRAFANA_ADMIN_PASSWORD": secrets.token_urlsafe(18),
+        "RALEX_DAILY_BUDGET": f"{amount:g}",
+        "RALEX_TIMEZONE": timezone,
+        "RALEX_WORKSPACE": str(workspace),
+        "RALEX_UID": str(os.getuid()),
+        "RALEX_GID": str(os.getgid()),
+    }
+    template = project.example_path.read_text() if project.example_path.exists() else ""
+    project.env_path.write_text(render_env(template, values))
+    project.env_path.chmod(0o600)
+    (workspace if workspace.is_absolute() else project.root / workspace).mkdir(parents=True, exist_ok=True)
+    console.print(f"[green]wrote[/green] {project.env_path} (budget {usd(amount)}/day, {timezone}, "
+                  f"workspace {workspace}); next: ralexctl up")
+
+
+def _budget_amount(value: str) -> float:
+    try:
+        return BUDGET_TIERS[value] if value in BUDGET_TIERS else parse_budget(value)
+    except BudgetError as exc:
+        raise RalexError(str(exc)) from None
+
+
+# --- running ----------------------------------------------------------------------------------
+
+def _urls(project: Project) -> dict[str, str]:
+    env = project.env()
+    return {
+        "dashboard": f"http://127.0.0.1:{env.get('RALEX_GRAFANA_PORT') or '3000'}/d/ralex-budget",
+        "proxy": f"http://127.0.0.1:{env.get('RALEX_PROXY_PORT') or '4000'}/v1",
+        "prometheus": f"http://127.0.0.1:{env.get('RALEX_PROMETHEUS_PORT') or '9090'}",
+    }
+
+
+@app.command()
+def up(
+    build: Annotated[bool, typer.Option("--build", help="Rebuild Ralex's images first.")] = False,
+    services: Annotated[list[str] | None, typer.Argument(help="Only these services (default: all).")] = None,
+    timeout: Annotated[int, typer.Option("--timeout", help="Seconds to wait for health.")] = 300,
+) -> None:
+    """Start the stack with Docker Compose and wait until it is healthy.
+
+    Example: ralexctl up
+    """
+    project = find_project()
+    missing = project.missing()
+    if missing:
+        raise RalexError(f".env is missing {', '.join(missing)}: run `ralexctl init` (or fill them in .env)")
+    engine = stack.client()
+    command = stack.compose_command(project, "up", "-d", "--wait", "--wait-timeout", str(timeout),
+                                    *(["--build"] if build else []), *(services or []))
+    started = time.monotonic()
+    with subprocess.Popen(command, cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as proc, console.status("starting Ralex...") as status:
+        output: list[str] = []
+        while proc.poll() is None:
+            states = stack.states(project, engine)
+            ready = [s.service for s in states if s.ok]
+            waiting = [f"{s.service} ({s.health if s.state == 'running' else s.state})"
+                       for s in states if not s.ok and s.state != "absent"]
+            status.update(f"starting Ralex: {len(ready)} healthy" + (f"; waiting for {', '.join(waiting)}"
+                                                                      if waiting else ""))
+            time.sleep(0.5)
+        output = (proc.stdout.read() if proc.stdout else "").splitlines()
+    if proc.returncode != 0:
+        tail = "\n".join(output[-15:])
+        raise RalexError(f"docker compose up failed ({proc.returncode}):\n{tail}\nsee `ralexctl logs`")
+    console.print(f"[green]Ralex is up[/green] in {time.monotonic() - started:.1f}s")
+    for name, url in _urls(project).items():
+        console.print(f"  {name:<10} {url}")
+    try:
+        console.print(render.budget_line(ProxyClient(project).budget()))
+    except RalexError as exc:
+        console.print(f"[yellow]budget unavailable:[/yellow] {exc}")
+
+
+@app.command()
+def down(
+    volumes: Annotated[bool, typer.Option("--volumes", help="Also delete the ledger, metrics and sessions.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before deleting data.")] = False,
+) -> None:
+    """Stop the stack (data is kept unless --volumes).
+
+    Example: ralexctl down
+    """
+    project = find_project()
+    if volumes and not yes and not typer.confirm("Delete the ledger, metrics and agent sessions for good?"):
+        raise typer.Exit(1)
+    result = subprocess.run(stack.compose_command(project, "down", *(["--volumes"] if volumes else [])),
+                            cwd=project.root, check=False)
+    if result.returncode != 0:
+        raise RalexError("docker compose down failed; see the output above")
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Each service's state and health, and today's budget.
+
+    Example: ralexctl status --json
+    """
+    project = find_project()
+    states = stack.states(project)
+    budget: dict[str, object] | None = None
+    problem = None
+    if any(s.service == "litellm" and s.ok for s in states):
+        try:
+            budget = ProxyClient(project, timeout=3).budget()
+        except RalexError as exc:
+            problem = str(exc)
+    if as_json:
+        sys.stdout.write(json.dumps({"services": [s.as_dict() for s in states], "budget": budget,
+                                     "urls": _urls(project), "problem": problem}, indent=2) + "\n")
+        return
+    console.print(render.services_table(states))
+    if budget:
+        console.print(render.budget_line(budget))
+    elif problem:
+        console.print(f"[yellow]budget unavailable:[/yellow] {problem}")
+    else:
+        console.print("[yellow]the proxy is not running:[/yellow] ralexctl up")
+
+
+@app.command()
+def attach() -> None:
+    """Open the OpenCode TUI inside the sandboxed agent container (in /workspace).
+
+    Leave with Ctrl-C or /exit: the agent server keeps running and your session is there next time.
+    Example: ralexctl attach
+    """
+    project = find_project()
+    container = stack.running(project, "opencode")
+    if not sys.stdin.isatty():
+        raise RalexError("attach needs a terminal (a TTY); run it from an interactive shell")
+    args = ["docker", "exec", "-it", "-w", "/workspace", container.id, "opencode", "attach",
+            "http://127.0.0.1:4096"]
+    os.execvp(args[0], args)
+
+
+@app.command()
+def logs(
+    service: Annotated[str | None, typer.Argument(help="One service (default: all).")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming.")] = False,
+    tail: Annotated[int, typer.Option("--tail", help="Lines per service.")] = 100,
+) -> None:
+    """Show the stack's logs (Docker Compose).
+
+    Example: ralexctl logs litellm -f
+    """
+    project = find_project()
+    command = stack.compose_command(project, "logs", "--tail", str(tail), *(["-f"] if follow else []),
+                                    *([service] if service else []))
+    raise typer.Exit(subprocess.run(command, cwd=project.root, check=False).returncode)
+
+
+@app.command()
+def dashboard(open_browser: Annotated[bool, typer.Option("--open", help="Open it in a browser.")] = False) -> None:
+    """Print (or open) the Grafana budget dashboard URL.
+
+    Example: ralexctl dashboard --open
+    """
+    url = _urls(find_project())["dashboard"]
+    console.print(url)
+    if open_browser:
+        webbrowser.open(url)
+
+
+# --- money ------------------------------------------------------------------------------------
+
+budget_app = typer.Typer(help="Show or change today's budget (live, no restart).", invoke_without_command=True,
+                         context_settings={"help_option_names": ["-h", "--help"]})
+app.add_typer(budget_app, name="budget")
+
+
+@budget_app.callback()
+def budget_show(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+                ) -> None:
+    """Show today's budget. Example: ralexctl budget"""
+    if ctx.invoked_subcommand is not None:
+        return
+    data = ProxyClient(find_project()).budget()
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        console.print(render.budget_line(data))
+
+
+@budget_app.command("set")
+def budget_set(
+    amount: Annotated[str, typer.Argument(help="Dollars per day, e.g. 10 or 7.50.")],
+    timezone: Annotated[str | None, typer.Option("--timezone", "-t", help="Also change the reset timezone.")] = None,
+) -> None:
+    """Set the daily budget; the next request already uses it.
+
+    Example: ralexctl budget set 10
+    """
+    _apply_budget(daily_limit=_budget_amount(amount), timezone=timezone)
+
+
+@budget_app.command("tier")
+def budget_tier(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(BUDGET_TIERS)}.")]) -> None:
+    """Set the daily budget to a named tier (lite $2, standard $5, power $10, max $20).
+
+    Example: ralexctl budget tier power
+    """
+    if name not in BUDGET_TIERS:
+        raise RalexError(f"unknown tier {name!r}; use one of: "
+                         + ", ".join(f"{n} (${v:g})" for n, v in BUDGET_TIERS.items()))
+    _apply_budget(daily_limit=BUDGET_TIERS[name])
+
+
+def _apply_budget(**changes: object) -> None:
+    data = ProxyClient(find_project()).set_budget(**{k: v for k, v in changes.items() if v is not None})
+    console.print("[green]budget updated (live)[/green]")
+    console.print(render.budget_line(data))
+
+
+@app.command()
+def spend(
+    days: Annotated[int, typer.Option("--days", "-d", min=1, max=366, help="How many days back.")] = 7,
+    by: Annotated[str, typer.Option("--by", help="Group by alias, model or reason.")] = "alias",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+) -> None:
+    """Spend per day from the ledger, with totals.
+
+    Example: ralexctl spend --days 7 --by model
+    """
+    if by not in ("alias", "model", "reason"):
+        raise RalexError(f"--by {by!r}: use alias, model or reason")
+    data = ProxyClient(find_project()).spend(days, by)
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    elif as_csv:
+        sys.stdout.write(render.spend_csv(data))
+    elif not data["rows"]:
+        console.print(f"no requests in the last {days} days")
+    else:
+        console.print(render.spend_table(data))
 
 def main() -> None:
     try:

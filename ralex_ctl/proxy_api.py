@@ -1,0 +1,60 @@
+"""The proxy's Ralex endpoints, called with the master key from .env."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from ralex_ctl.errors import RalexError
+from ralex_ctl.project import Project
+
+
+class ProxyUnavailable(RalexError):
+    pass
+
+
+class ProxyClient:
+    def __init__(self, project: Project, timeout: float = 10.0) -> None:
+        env = project.env()
+        self.base = f"http://127.0.0.1:{env.get('RALEX_PROXY_PORT') or '4000'}"
+        key = env.get("LITELLM_MASTER_KEY")
+        if not key:
+            raise RalexError("LITELLM_MASTER_KEY is not set in .env: run `ralexctl init`")
+        self._client = httpx.Client(base_url=self.base, timeout=timeout,
+                                    headers={"Authorization": f"Bearer {key}"})
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ProxyUnavailable(f"the proxy at {self.base} does not answer ({type(exc).__name__}); "
+                                   "run `ralexctl up` (or `ralexctl status` to see why)") from None
+        if response.status_code == 401:
+            raise RalexError("the proxy refused the master key: LITELLM_MASTER_KEY in .env does not match the "
+                             "running proxy (restart it with `ralexctl up`)")
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail") or response.json().get("error", {}).get("message")
+            except ValueError:
+                detail = response.text[:200]
+            raise RalexError(f"{detail}")
+        return response.json()
+
+    def budget(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/ralex/budget"))
+
+    def set_budget(self, **changes: Any) -> dict[str, Any]:
+        return dict(self._call("PUT", "/ralex/budget", json={**changes, "by": "ralexctl"}))
+
+    def spend(self, days: int, by: str) -> dict[str, Any]:
+        return dict(self._call("GET", "/ralex/spend", params={"days": days, "by": by}))
+
+    def alive(self) -> bool:
+        try:
+            return self._client.get("/health/liveliness", timeout=3).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def models(self) -> list[str]:
+        return [m["id"] for m in self._call("GET", "/v1/models").get("data", [])]
