@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import secrets
+import shutil
+import socket
+import struct
 import subprocess
 import sys
 import time
 import webbrowser
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import psycopg
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from ralex import __version__
 from ralex.budget import BUDGET_TIERS, BudgetError, BudgetSnapshot, budget_day, parse_budget, usd, zone
@@ -459,6 +465,155 @@ def spend(
         console.print(f"no requests in the last {days} days")
     else:
         console.print(render.spend_table(data))
+
+
+# --- doctor -----------------------------------------------------------------------------------
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    warn_only: bool = False
+
+
+def _arch_check() -> Check:
+    machine = platform.machine().lower()
+    bits = struct.calcsize("P") * 8
+    if machine in ("x86_64", "amd64"):
+        return Check("CPU architecture", True, "linux/amd64")
+    if machine in ("aarch64", "arm64"):
+        if bits == 32:
+            return Check("CPU architecture", False, "64-bit ARM CPU with a 32-bit userland",
+                         "install the 64-bit Raspberry Pi OS (Ralex's images are linux/arm64)")
+        return Check("CPU architecture", True, "linux/arm64")
+    if machine.startswith("arm"):
+        return Check("CPU architecture", False, f"{machine}: a 32-bit ARM system (e.g. 32-bit Raspberry Pi OS)",
+                     "Ralex needs linux/arm64: flash the 64-bit Raspberry Pi OS on a Pi 4 or Pi 5")
+    return Check("CPU architecture", False, f"{machine} is not supported", "use a linux/amd64 or linux/arm64 host")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _openrouter_check(env: dict[str, str], ledger_total: float | None) -> Check:
+    key = env.get("OPENROUTER_API_KEY", "")
+    base = env.get("OPENROUTER_API_BASE") or "https://openrouter.ai/api/v1"
+    if not key:
+        return Check("OpenRouter key", False, "not set", "run `ralexctl init` or set OPENROUTER_API_KEY in .env")
+    try:
+        response = httpx.get(f"{base.rstrip('/')}/key", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    except httpx.HTTPError as exc:
+        return Check("OpenRouter key", False, f"{base} unreachable ({type(exc).__name__})",
+                     "check the host's internet connection", warn_only=True)
+    if response.status_code == 401:
+        return Check("OpenRouter key", False, "rejected by OpenRouter (401)",
+                     "create a key at https://openrouter.ai/keys and put it in .env")
+    if response.status_code >= 400:
+        return Check("OpenRouter key", False, f"OpenRouter answered {response.status_code}", "try again later",
+                     warn_only=True)
+    data = response.json().get("data", {})
+    usage = float(data.get("usage") or 0)
+    limit = data.get("limit")
+    detail = f"valid; key usage {usd(usage)}" + (f" of {usd(float(limit))} limit" if limit else "")
+    if data.get("limit_remaining") is not None:
+        detail += f", {usd(float(data['limit_remaining']))} credit left"
+    if ledger_total is not None:
+        detail += f"; Ralex ledger {usd(ledger_total)} (drift {usd(usage - ledger_total)})"
+    return Check("OpenRouter key", True, detail)
+
+
+@app.command()
+def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Check everything Ralex needs and print the fix for each failure.
+
+    Example: ralexctl doctor
+    """
+    checks: list[Check] = [_arch_check()]
+    try:
+        engine = stack.client()
+        info = engine.info()
+        checks.append(Check("Docker engine", True, f"{info.get('ServerVersion', '?')} ({info.get('OSType')})"))
+    except RalexError as exc:
+        engine, info = None, {}
+        checks.append(Check("Docker engine", False, str(exc), "start Docker (systemctl start docker)"))
+    compose_v = stack.compose_version()
+    checks.append(Check("Compose v2", compose_v is not None, compose_v or "missing",
+                        "install the Docker Compose v2 plugin (docker-compose-plugin)"))
+    try:
+        project = find_project()
+    except RalexError as exc:
+        checks.append(Check("project", False, str(exc), "cd into your Ralex folder or set RALEX_HOME"))
+        project = None
+    ledger_total = None
+    if project is not None:
+        missing = project.missing()
+        checks.append(Check(".env", not missing, "complete" if not missing else f"missing {', '.join(missing)}",
+                            "run `ralexctl init` (or fill the values in .env)"))
+        states = stack.states(project, engine) if engine else []
+        running = {s.service for s in states if s.state == "running"}
+        env = project.env()
+        for name, default in (("RALEX_PROXY_PORT", 4000), ("RALEX_GRAFANA_PORT", 3000),
+                              ("RALEX_PROMETHEUS_PORT", 9090)):
+            port = int(env.get(name) or default)
+            owner = {"RALEX_PROXY_PORT": "litellm", "RALEX_GRAFANA_PORT": "grafana",
+                     "RALEX_PROMETHEUS_PORT": "prometheus"}[name]
+            free = owner in running or _port_free(port)
+            checks.append(Check(f"port {port}", free, f"used by Ralex's {owner}" if owner in running else
+                                ("free" if free else "taken by another program"),
+                                f"stop that program or set {name} in .env to a free port"))
+        if states:
+            bad = [f"{s.service} {s.state}/{s.health}" for s in states if not s.ok and s.state != "absent"]
+            absent = [s.service for s in states if s.state == "absent"]
+            checks.append(Check("stack health", not bad and not absent,
+                                "all healthy" if not bad and not absent else
+                                "; ".join(filter(None, [", ".join(bad), "not created: " + ", ".join(absent)
+                                                        if absent else ""])),
+                                "run `ralexctl up`, then `ralexctl logs <service>` for the failing one"))
+        try:
+            client = ProxyClient(project, timeout=5)
+            budget = client.budget()
+            checks.append(Check("proxy + master key", True, f"answering at {client.base}"))
+            prices = budget.get("prices") or {}
+            unknown = [a for a in ("cheap", "smart", "yolo") if a not in prices]
+            checks.append(Check("prices", not unknown, ", ".join(
+                f"{a}: {p['model']} ${p['prompt'] * 1e6:.2f}/${p['completion'] * 1e6:.2f} per M" for a, p in
+                prices.items()) if not unknown else f"unknown for {', '.join(unknown)}",
+                "check the model ids in config/ralex.yaml or add prices: overrides"))
+            ledger_total = sum(r["spent"] for r in client.spend(366, "alias")["rows"])
+        except RalexError as exc:
+            checks.append(Check("proxy + master key", False, str(exc), "run `ralexctl up`"))
+        checks.append(_openrouter_check(env, ledger_total))
+        roots = [project.root] + ([Path(info["DockerRootDir"])] if info.get("DockerRootDir") else [])
+        for root in roots:
+            try:
+                free_gb = shutil.disk_usage(root).free / 1e9
+            except OSError:
+                continue
+            checks.append(Check(f"disk at {root}", free_gb >= 2, f"{free_gb:.1f} GB free",
+                                "free some space: the ledger, metrics and images need a few GB",
+                                warn_only=free_gb >= 0.5))
+    failed = [c for c in checks if not c.ok and not c.warn_only]
+    if as_json:
+        sys.stdout.write(json.dumps([asdict(c) for c in checks], indent=2) + "\n")
+    else:
+        table = Table(title="ralexctl doctor", title_justify="left")
+        for column in ("", "check", "result", "fix"):
+            table.add_column(column)
+        for c in checks:
+            mark = "[green]ok[/green]" if c.ok else "[yellow]warn[/yellow]" if c.warn_only else "[red]FAIL[/red]"
+            table.add_row(mark, c.name, c.detail, "" if c.ok else c.fix)
+        console.print(table)
+    if failed:
+        raise typer.Exit(1)
 
 def main() -> None:
     try:

@@ -54,6 +54,9 @@ def register(app: FastAPI, hooks: RalexHooks) -> None:
                 "cheap_min_remaining": snap.thresholds.cheap_min_remaining,
                 "emergency_max_tokens": snap.thresholds.emergency_max_tokens,
             },
+            "prices": {name: {"model": spec.model, "prompt": spec.prompt_price, "completion": spec.completion_price,
+                              "max_cost_per_request": spec.max_cost_per_request}
+                       for name, spec in engine.routing.aliases.items()},
             "settings_updated_at": engine.settings.updated_at.isoformat() if engine.settings.updated_at else None,
             "ledger": {
                 "pending": writer.pending if writer else 0,
