@@ -26,8 +26,10 @@ client. Two series:
    turn, so nothing is remembered from an earlier step).
 
 Added latency is the difference of the percentiles (B - A, B - C) at p50 and p99, and the median of
-the paired per-request differences. The fake's own latency (direct requests, no proxy) is measured
-afterwards as a floor.
+the paired per-request differences. Latency alone hides work a proxy does after it has answered
+(logging callbacks, settling, the ledger write), so each proxy's CPU time per request (its process
+in /proc, over the measured requests) is reported too: that is what concurrent traffic would feel.
+The fake's own latency (direct requests, no proxy) is measured afterwards as a floor.
 
 In-process, without HTTP: ``BudgetEngine.admit()`` + ``settle()`` (built as the hooks build it,
 with a no-op ledger sink) over 10k such bodies, and ``ChatRequest.from_body``, ``policy.route`` and
@@ -49,6 +51,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -101,11 +104,13 @@ class Target:
     key: str
     label: str
     base_url: str
+    pid: int
     samples: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     routes: Counter[str] = field(default_factory=Counter)
     kinds: Counter[str] = field(default_factory=Counter)
     after: dict[str, list[float]] = field(default_factory=dict)
+    cpu_ms_per_request: float | None = None
     """Latencies by the proxy that was asked just before (it may still be busy finishing its request)."""
 
 
@@ -183,6 +188,25 @@ def post(client: httpx.Client, target: Target, content: bytes, record: bool, aft
         target.kinds["downgraded: does not fit" if "does not fit" in reason else "as intended"] += 1
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its descendants, from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    family, total = {pid}, 0.0
+    for _ in range(5):  # a few levels of children are plenty (litellm runs one worker in-process)
+        family |= {p for p, (ppid, _) in stats.items() if ppid in family}
+    for p in family:
+        total += stats.get(p, (0, 0.0))[1]
+    return total
+
+
 def interleaved(client: httpx.Client, targets: list[tuple[Target, list[bytes]]], warmup: int) -> None:
     """Warm-up, then the measured requests in turn, all proxies within the same moments.
 
@@ -191,11 +215,18 @@ def interleaved(client: httpx.Client, targets: list[tuple[Target, list[bytes]]],
     next. With a fixed order that cost would always land on the same neighbour.
     """
     previous = ""
+    cpu_before: dict[str, float] = {}
     for i in range(len(targets[0][1])):
+        if i == warmup:
+            cpu_before = {t.key: process_cpu_seconds(t.pid) for t, _ in targets}
         shift = i % len(targets)
         for target, bodies in targets[shift:] + targets[:shift]:
             post(client, target, bodies[i], record=i >= warmup, after=previous)
             previous = target.key
+    time.sleep(1.0)  # let the last requests' logging and ledger work finish
+    for target, _ in targets:
+        target.cpu_ms_per_request = (process_cpu_seconds(target.pid) - cpu_before[target.key]) * 1000 / max(
+            1, len(target.samples) + sum(target.errors.values()))
 
 
 def upstream_alone(client: httpx.Client, fake: Fake, system: str, count: int) -> list[float]:
@@ -228,12 +259,16 @@ def series_result(targets: dict[str, Target], seconds: float) -> dict[str, Any]:
     result: dict[str, Any] = {"seconds": round(seconds, 1)}
     for key, t in targets.items():
         result[key] = {"label": t.label, **summary(t.samples), "errors": dict(t.errors),
+                       "proxy_cpu_ms_per_request": t.cpu_ms_per_request,
                        "p50_by_previous_proxy": {k: summary(v)["p50"] for k, v in sorted(t.after.items())}}
         if t.routes:
             result[key]["routes"] = dict(t.routes)
             result[key]["routing"] = dict(t.kinds)
     result["added_B_minus_A"] = added(targets["A"], targets["B"])
     result["added_B_minus_C"] = added(targets["C"], targets["B"])
+    for pair, base in (("added_B_minus_A", "A"), ("added_B_minus_C", "C")):
+        b, a = targets["B"].cpu_ms_per_request, targets[base].cpu_ms_per_request
+        result[pair]["cpu_ms_per_request"] = b - a if a is not None and b is not None else None
     return result
 
 
@@ -321,10 +356,11 @@ def main(argv: list[str] | None = None) -> None:
             logs["B"] = ralex.log_path
             ralex.set_limit(1000.0)  # ledger.store.update_settings, then waits until the proxy applied it
             configs = {"A": plain_config(fake, ralex.runtime), "C": without_hook(ralex.runtime)}
-            ports = {}
+            ports, pids = {}, {"B": ralex.process.pid}  # ralex-proxy execs litellm: same pid
             for key, config in configs.items():
                 process, ports[key], logs[key] = start_litellm(key, config, fake, ralex.dsn, work)
                 stack.callback(stop_process, process)
+                pids[key] = process.pid
             results["proxies"] = {
                 "A": {"label": "plain LiteLLM", "callbacks": [], "custom_auth": None},
                 "B": {"label": "ralex-proxy", **_auth_and_callbacks(ralex.runtime / "litellm.yaml")},
@@ -342,7 +378,8 @@ def main(argv: list[str] | None = None) -> None:
             for label, b_model, offset in (("cheap everywhere", "cheap", 0), ("auto on B", "auto", 1_000_000)):
                 print(f"series '{label}': {args.warmup} warm-up + {args.requests} requests per proxy ...", flush=True)
                 cheap = encoded_bodies(total, "cheap", system, offset)
-                targets = {key: Target(key, results["proxies"][key]["label"], url) for key, url in urls.items()}
+                targets = {key: Target(key, results["proxies"][key]["label"], url, pids[key])
+                           for key, url in urls.items()}
                 started = time.monotonic()
                 interleaved(client, [(targets["A"], cheap),
                                      (targets["B"], encoded_bodies(total, b_model, system, offset)),
@@ -393,12 +430,12 @@ def report(results: dict[str, Any]) -> None:
         for key in ("A", "B", "C"):
             st = s[key]
             rows.append([f"{label} | {key} {st['label']}", st["n"], fmt(st["p50"]), fmt(st["p90"]), fmt(st["p99"]),
-                         fmt(st["mean"]), sum(st["errors"].values())])
+                         fmt(st["mean"]), fmt(st["proxy_cpu_ms_per_request"]), sum(st["errors"].values())])
     ref = results["upstream_alone"]
     rows.append(["floor: fake OpenRouter, no proxy", ref["n"], fmt(ref["p50"]), fmt(ref["p90"]), fmt(ref["p99"]),
-                 fmt(ref["mean"]), "-"])
+                 fmt(ref["mean"]), "-", "-"])
     print()
-    print(table(["client latency, ms", "n", "p50", "p90", "p99", "mean", "errors"], rows,
+    print(table(["client latency, ms", "n", "p50", "p90", "p99", "mean", "proxy CPU/req", "errors"], rows,
                 title=f"HTTP, non-streaming, interleaved A/B/C, {results['requests']} requests each "
                       f"({results['environment']['cpus']} CPUs)"))
 
@@ -409,10 +446,10 @@ def report(results: dict[str, Any]) -> None:
             d = s[pair]
             rows.append([f"{label} | {what}", signed(d["p50_ms"]), verdict(d["p50_ms"], TARGET_P50_MS),
                          signed(d["p99_ms"]), verdict(d["p99_ms"], TARGET_P99_MS), signed(d["mean_ms"]),
-                         signed(d["paired_median_ms"]), fmt(d["ratio_p50"], 3)])
+                         signed(d["paired_median_ms"]), fmt(d["ratio_p50"], 3), signed(d["cpu_ms_per_request"])])
     print()
-    print(table(["added latency, ms", "p50", "target", "p99", "target", "mean", "paired median", "p50 ratio"],
-                rows))
+    print(table(["added latency, ms", "p50", "target", "p99", "target", "mean", "paired median", "p50 ratio",
+                 "proxy CPU/req"], rows))
     b = results["http"]["auto on B"]["B"]
     print(f"auto on B routed: {b.get('routes', {})}; {b.get('routing', {})}")
 

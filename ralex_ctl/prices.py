@@ -27,7 +27,7 @@ def stored_prices(dsn: str | None) -> dict[str, Price]:
 
 def load_prices(config: RalexConfig) -> dict[str, Price]:
     wanted = {a.model for a in config.aliases.values()}
-    prices = stored_prices(os.environ.get("RALEX_DATABASE_URL"))
+    prices = with_overrides(config, stored_prices(os.environ.get("RALEX_DATABASE_URL")))
     if not wanted <= prices.keys():
         with contextlib.suppress(httpx.HTTPError, ValueError):
             prices = {**fetch_prices(os.environ.get("OPENROUTER_API_BASE", DEFAULT_API_BASE),
