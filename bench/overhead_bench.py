@@ -33,7 +33,8 @@ The fake's own latency (direct requests, no proxy) is measured afterwards as a f
 
 In-process, without HTTP: ``BudgetEngine.admit()`` + ``settle()`` (built as the hooks build it,
 with a no-op ledger sink) over 10k such bodies, and ``ChatRequest.from_body``, ``policy.route`` and
-``classify.classify`` alone.
+``classify.classify`` alone; and the CPU the ledger writer spends per row (one row per transaction,
+into Postgres), the part of the hook's work that happens after the answer.
 
 Targets (printed next to the results, not asserted): added p50 <= 1 ms, added p99 <= 5 ms.
 The machine is shared with whatever else runs; interleaving spreads that noise over all proxies
@@ -49,6 +50,7 @@ Results: tables on stdout and ``bench/results/overhead.json``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import os
@@ -83,7 +85,8 @@ from bench.stack import (
 from ralex.classify import classify
 from ralex.config import load_config
 from ralex.engine import BudgetEngine
-from ralex.ledger.store import BudgetSettings
+from ralex.ledger.store import BudgetSettings, LedgerRow, connect, migrate
+from ralex.ledger.writer import LedgerWriter
 from ralex.policy import RouteInput, route
 from ralex.pricing import Price, parse_models, routing_config, with_overrides
 from ralex.proxy.launch import litellm_config
@@ -326,6 +329,37 @@ def decision_costs(count: int, system: str) -> tuple[dict[str, dict[str, float]]
     return results, dict(routed)
 
 
+def ledger_write_cost(dsn: str, count: int) -> dict[str, float]:
+    """The hook's ledger writer, one row per transaction (as under sequential traffic): CPU and wall
+    time per row in this process. Rows are real ones from admit + settle, into a fresh database."""
+    with connect(dsn, autocommit=True) as conn:
+        migrate(conn)
+    config = load_config()
+    rows: list[LedgerRow] = []
+    engine = BudgetEngine(routing_config(config, with_overrides(config, parse_models({"data": default_catalog()}))),
+                          BudgetSettings(1000.0, "UTC", config.budget.thresholds()), 0.0, clock=Clock(),
+                          sink=rows.append)
+    system = system_prompt()
+    for i in range(count):
+        flight = engine.admit(agent_body("add a docstring to the Cache class", "auto", i, system=system))
+        engine.settle(flight.key, 0.0004, cost_source="upstream", model=flight.decision.model,
+                      alias=flight.decision.alias, prompt_tokens=3000, completion_tokens=20)
+
+    async def write_all() -> tuple[float, float]:
+        writer = LedgerWriter(dsn)
+        writer.start()
+        cpu, wall = time.process_time(), time.perf_counter()
+        for row in rows:
+            writer.submit(row)
+            await writer.drain()
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        await writer.stop()
+        return cpu, wall
+
+    cpu, wall = asyncio.run(write_all())
+    return {"rows": count, "cpu_us_per_row": cpu / count * 1e6, "wall_us_per_row": wall / count * 1e6}
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> None:
@@ -335,6 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=50, help="unmeasured requests per proxy before each series")
     parser.add_argument("--decisions", type=int, default=10_000, help="bodies for the in-process timings")
     parser.add_argument("--reference", type=int, default=300, help="direct requests to the fake (no proxy)")
+    parser.add_argument("--ledger-rows", type=int, default=1000, help="rows for the ledger write timing")
     parser.add_argument("--keep-logs", action="store_true", help="keep the proxies' logs and configs")
     args = parser.parse_args(argv)
 
@@ -389,6 +424,8 @@ def main(argv: list[str] | None = None) -> None:
             results["upstream_alone"] = summary(upstream_alone(client, fake, system, args.reference))
             budget = ralex.budget()
             results["ralex_budget_after"] = {k: budget.get(k) for k in ("limit", "spent", "in_flight", "ledger")}
+            print(f"ledger writes: {args.ledger_rows} rows, one per transaction ...", flush=True)
+            results["ledger_write"] = ledger_write_cost(pg.new_database(), args.ledger_rows)
 
         print(f"in-process decision cost over {args.decisions} bodies ...", flush=True)
         results["in_process_us"], results["in_process_auto_routing"] = decision_costs(args.decisions, system)
@@ -460,6 +497,9 @@ def report(results: dict[str, Any]) -> None:
                 title=f"Decision cost without HTTP ({results['body']['system_prompt_bytes']} B system prompt, "
                       "7 tools, 6 messages)"))
     print(f"auto decisions: {results['in_process_auto_routing']}")
+    w = results["ledger_write"]
+    print(f"ledger writer, one row per transaction: {w['cpu_us_per_row']:.0f} us CPU, "
+          f"{w['wall_us_per_row']:.0f} us wall per row ({w['rows']} rows)")
     problems = {name: lines for name, lines in results["log_problems"].items() if lines}
     if problems:
         print("\nlines that look like problems in the logs:")

@@ -28,14 +28,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, st
         **images,
         "OPENROUTER_API_KEY": "sk-or-test-key",
         "LITELLM_MASTER_KEY": master,
+        "RALEX_AGENT_KEY": f"sk-{secrets.token_hex(16)}",
         "POSTGRES_PASSWORD": secrets.token_hex(12),
+        "RALEX_EXPORTER_DB_PASSWORD": secrets.token_hex(12),
+        "GRAFANA_ADMIN_PASSWORD": secrets.token_hex(12),
         "RALEX_PROXY_PORT": str(port),
         "RALEX_TIMEZONE": "Europe/Berlin",
         "RALEX_LITELLM_IMAGE": "ralex/litellm:test",
     }.items()) + "\n")
     os.environ["COMPOSE_PROJECT_NAME"] = f"ralex-test-{uuid.uuid4().hex[:6]}"
     compose = DockerCompose(str(ROOT), compose_file_name=["compose.yaml", "tests/compose.fake.yaml"],
-                            env_file=str(env_file), build=True, wait=True)
+                            env_file=str(env_file), build=True, wait=True,
+                            services=["postgres", "litellm", "fake-openrouter"])
     try:
         compose.start()
         yield compose, f"http://127.0.0.1:{port}", master
