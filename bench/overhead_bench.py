@@ -500,11 +500,11 @@ def report(results: dict[str, Any]) -> None:
     w = results["ledger_write"]
     print(f"ledger writer, one row per transaction: {w['cpu_us_per_row']:.0f} us CPU, "
           f"{w['wall_us_per_row']:.0f} us wall per row ({w['rows']} rows)")
-    problems = {name: lines for name, lines in results["log_problems"].items() if lines}
+    problems = {name: found for name, found in results["log_problems"].items() if found["lines"]}
     if problems:
         print("\nlines that look like problems in the logs:")
-        for name, lines in problems.items():
-            print(f"  {name}: {len(lines)} (first: {lines[0][:220]})")
+        for name, found in problems.items():
+            print(f"  {name}: {found['lines']} (first: {found['first'][0][:220]})")
 
 
 if __name__ == "__main__":

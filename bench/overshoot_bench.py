@@ -196,6 +196,7 @@ def run_round(proxy: Proxy, fake: Fake, args: argparse.Namespace, extra: dict[st
         "spent_before": spent_before,
         "spent": spent,
         "round_spend": spent - spent_before,
+        "budget_used": (spent - spent_before) / (limit - spent_before) if limit > spent_before else None,
         "overshoot": overshoot,
         "worst_hold": worst,
         "overshoot_over_worst": overshoot / worst if worst else None,
@@ -300,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def usd(value: float) -> str:
-    return f"{value:.6f}"
+    return f"{round(value, 9) + 0.0:.6f}"  # no "-0.000000"
 
 
 def report(results: dict[str, Any]) -> None:
@@ -309,12 +310,14 @@ def report(results: dict[str, Any]) -> None:
     for name, variant in results["variants"].items():
         for n, r in enumerate(variant["rounds"], 1):
             ratio = r["overshoot_over_worst"]
-            rows.append([f"{name} #{n}", usd(r["limit"]), usd(r["spent"]), usd(r["overshoot"]), usd(r["worst_hold"]),
-                         "-" if ratio is None else f"{ratio:.2f}", r["served"], r["refused"],
+            used = "-" if r["budget_used"] is None else f"{r['budget_used']:.0%}"
+            rows.append([f"{name} #{n}", usd(r["limit"]), usd(r["spent"]), used, usd(r["overshoot"]),
+                         usd(r["worst_hold"]), "-" if ratio is None else f"{ratio:.2f}", r["served"], r["refused"],
                          sum(r["other"].values()), r["max_in_flight"], usd(r["upstream_billed"]),
                          usd(r["round_spend"]), usd(r["overshoot_by_upstream_bill"])])
     print()
-    print(table(["variant, round", "limit $", "spent $", "overshoot $", "worst hold $", "ratio", "served", "402",
+    print(table(["variant, round", "limit $", "spent $", "used", "overshoot $", "worst hold $", "ratio", "served",
+                 "402",
                  "other", "max in flight", "fake billed $", "settled $", "overshoot by bill $"], rows,
                 title=f"{s['concurrency']} concurrent auto requests, ${s['remaining']} left, ~{s['prompt_bytes']} B "
                       f"prompt, max_tokens {s['max_tokens']}, upstream {s['chunk_delay']} s/chunk"))
@@ -343,9 +346,12 @@ def report(results: dict[str, Any]) -> None:
     f = results["final"]
     notes.append(f"end: proxy spent {usd(f['proxy_spent'])}, ledger daily total "
                  f"{usd(f['ledger_daily_total'] or 0.0)}, ledger writer {f['ledger']}")
-    for name, lines in results["log_problems"].items():
-        if lines:
-            notes.append(f"{name} log: {len(lines)} line(s) that look like problems, first: {lines[0][:200]}")
+    for name, found in results["log_problems"].items():
+        if found["refusals_logged_as_error"]:
+            notes.append(f"{name} log: {found['refusals_logged_as_error']} refusals (402) logged at ERROR level")
+        if found["lines"]:
+            notes.append(f"{name} log: {found['lines']} other line(s) that look like problems, first: "
+                         f"{found['first'][0][:200]}")
     print()
     print("\n".join(notes))
 

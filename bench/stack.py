@@ -63,14 +63,19 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> Non
 
 
 _PROBLEM = re.compile(r"Traceback|\bERROR\b|\bCRITICAL\b|Exception|exception|ledger: |never reported back")
+_REFUSAL = re.compile(r" - 402: ")  # LiteLLM logs every HTTPException a hook raises at ERROR, 402s included
 
 
-def log_problems(path: Path, limit: int = 40) -> list[str]:
-    """Lines of a process log that look like errors (tracebacks, ERROR, ledger warnings)."""
+def log_problems(path: Path, limit: int = 40) -> dict[str, Any]:
+    """Lines of a process log that look like errors (tracebacks, ERROR, ledger warnings).
+
+    Budget refusals (HTTP 402) are counted apart: LiteLLM logs each one as an ERROR.
+    """
     if not path.exists():
-        return []
-    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if _PROBLEM.search(line)]
-    return lines[:limit]
+        return {"refusals_logged_as_error": 0, "lines": 0, "first": []}
+    found = [line.strip() for line in path.read_text(errors="replace").splitlines() if _PROBLEM.search(line)]
+    other = [line for line in found if not _REFUSAL.search(line)]
+    return {"refusals_logged_as_error": len(found) - len(other), "lines": len(other), "first": other[:limit]}
 
 
 # --- request bodies ----------------------------------------------------------------------------

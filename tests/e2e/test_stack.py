@@ -8,105 +8,13 @@ against this Prometheus. The fake OpenRouter sits on the proxy's egress network 
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import subprocess
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from tests.integration.conftest import ROOT, free_port, wait_until
+from tests.e2e.conftest import AGENT_UID, Stack
+from tests.integration.conftest import ROOT, wait_until
 
 pytestmark = pytest.mark.e2e
-
-SERVICES = ["postgres", "litellm", "budget-exporter", "prometheus", "opencode", "fake-openrouter"]
-AGENT_UID = 1000
-TYPO = 'print("hello wrold")\n'
-
-
-@dataclass
-class Stack:
-    compose: Any
-    proxy: str
-    prometheus: str
-    master: str
-    workspace: Path
-
-    def exec(self, service: str, *command: str) -> tuple[str, str, int]:
-        """`docker compose exec` that reports a non-zero exit instead of raising."""
-        result = subprocess.run([*self.compose.compose_command_property, "exec", "-T", service, *command],
-                                cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-        return result.stdout, result.stderr, result.returncode
-
-    def sql(self, query: str) -> str:
-        out, err, code = self.exec("postgres", "psql", "-U", "ralex", "-d", "ralex", "-tAc", query)
-        assert code == 0, err
-        return out.strip()
-
-    def promql(self, expr: str) -> list[dict[str, Any]]:
-        response = httpx.get(f"{self.prometheus}/api/v1/query", params={"query": expr}, timeout=10)
-        response.raise_for_status()
-        return response.json()["data"]["result"]
-
-    def value(self, expr: str) -> float | None:
-        result = self.promql(expr)
-        return float(result[0]["value"][1]) if result else None
-
-    def fake_call(self, method: str, path: str, body: Any = None) -> Any:
-        """The fake's control API, reached from inside its container (it publishes no port)."""
-        script = ("import sys, urllib.request as u; m, p, b = sys.argv[1:4]; "
-                  "r = u.Request('http://127.0.0.1:8080' + p, method=m, data=b.encode() if b else None, "
-                  "headers={'Content-Type': 'application/json'}); print(u.urlopen(r).read().decode())")
-        data = json.dumps(body) if body is not None else ""
-        out, err, code = self.exec("fake-openrouter", "python3", "-c", script, method, path, data)
-        assert code == 0, err
-        return json.loads(out)
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from testcontainers.compose import DockerCompose
-
-    workspace = tmp_path_factory.mktemp("workspace")
-    (workspace / "hello.py").write_text(TYPO)
-    for path in (workspace, workspace / "hello.py"):
-        os.chown(path, AGENT_UID, AGENT_UID)
-    master = f"sk-{secrets.token_hex(16)}"
-    ports = {"RALEX_PROXY_PORT": free_port(), "RALEX_PROMETHEUS_PORT": free_port(), "RALEX_GRAFANA_PORT": free_port()}
-    images = {k: v for k, v in os.environ.items() if k.startswith("RALEX_") and k.endswith("_IMAGE")}
-    env_file = tmp_path_factory.mktemp("env") / ".env"
-    env_file.write_text("\n".join(f"{k}={v}" for k, v in {
-        **images, **ports,
-        "OPENROUTER_API_KEY": "sk-or-test-key",
-        "LITELLM_MASTER_KEY": master,
-        "RALEX_AGENT_KEY": f"sk-{secrets.token_hex(16)}",
-        "POSTGRES_PASSWORD": secrets.token_hex(12),
-        "RALEX_EXPORTER_DB_PASSWORD": secrets.token_hex(12),
-        "GRAFANA_ADMIN_PASSWORD": secrets.token_hex(12),
-        "RALEX_TIMEZONE": "Europe/Berlin",
-        "RALEX_WORKSPACE": str(workspace),
-        "RALEX_UID": str(AGENT_UID),
-        "RALEX_GID": str(AGENT_UID),
-        "RALEX_CONFIG_FILE": str(ROOT / "tests" / "e2e" / "ralex.yaml"),
-        "RALEX_LITELLM_IMAGE": "ralex/litellm:test",
-        "RALEX_EXPORTER_IMAGE": "ralex/budget-exporter:test",
-        "RALEX_OPENCODE_IMAGE": "ralex/opencode:test",
-    }.items()) + "\n")
-    os.environ["COMPOSE_PROJECT_NAME"] = f"ralex-e2e-{uuid.uuid4().hex[:6]}"
-    compose = DockerCompose(str(ROOT), compose_file_name=["compose.yaml", "tests/compose.fake.yaml"],
-                            env_file=str(env_file), build=True, wait=True, services=SERVICES)
-    try:
-        compose.start()
-        yield Stack(compose, f"http://127.0.0.1:{ports['RALEX_PROXY_PORT']}",
-                    f"http://127.0.0.1:{ports['RALEX_PROMETHEUS_PORT']}", master, workspace)
-    finally:
-        compose.stop(down=True)
-        os.environ.pop("COMPOSE_PROJECT_NAME", None)
 
 
 def test_an_opencode_turn_fixes_the_file_through_the_proxy(stack: Stack):
