@@ -32,7 +32,8 @@ in /proc, over the measured requests) is reported too: that is what concurrent t
 The fake's own latency (direct requests, no proxy) is measured afterwards as a floor.
 
 In-process, without HTTP: ``BudgetEngine.admit()`` + ``settle()`` (built as the hooks build it,
-with a no-op ledger sink) over 10k such bodies, and ``ChatRequest.from_body``, ``policy.route`` and
+with a no-op ledger sink) over 10k such bodies, one request in flight at a time; admission again
+while 1,000 other requests hold budget; ``ChatRequest.from_body``, ``policy.route`` and
 ``classify.classify`` alone; and the CPU the ledger writer spends per row (one row per transaction,
 into Postgres), the part of the hook's work that happens after the answer.
 
@@ -134,7 +135,7 @@ def plain_config(fake: Fake, ralex_runtime: Path) -> dict[str, Any]:
 
 def without_hook(ralex_runtime: Path) -> dict[str, Any]:
     """C: the config ralex-proxy generated and runs, minus the Ralex hook."""
-    config = yaml.safe_load((ralex_runtime / "litellm.yaml").read_text())
+    config: dict[str, Any] = yaml.safe_load((ralex_runtime / "litellm.yaml").read_text())
     callbacks = [c for c in config["litellm_settings"].get("callbacks", []) if c != HOOK]
     config["litellm_settings"]["callbacks"] = callbacks
     return config
@@ -288,37 +289,56 @@ def timed(fn: Callable[[int], Any], count: int) -> dict[str, float]:
     return summary(samples)
 
 
-def decision_costs(count: int, system: str) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+def admit_then_settle(engine: BudgetEngine, bodies: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Each body admitted then settled at once (one request in flight, as in sequential traffic);
+    microseconds per call of admit, settle and both."""
+    gc.collect()
+    times: dict[str, list[float]] = {"admit": [], "settle": [], "both": []}
+    for body in bodies:
+        t0 = time.perf_counter_ns()
+        flight = engine.admit(body)
+        t1 = time.perf_counter_ns()
+        d = flight.decision
+        engine.settle(flight.key, d.worst_case / 2, cost_source="upstream", model=d.model, alias=d.alias,
+                      prompt_tokens=flight.request.prompt_tokens, completion_tokens=50)
+        t2 = time.perf_counter_ns()
+        times["admit"].append((t1 - t0) / 1000)
+        times["settle"].append((t2 - t1) / 1000)
+        times["both"].append((t2 - t0) / 1000)
+    return times
+
+
+def decision_costs(count: int, system: str,
+                   in_flight: int) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
     """Timings of the engine and its parts; also how ``auto`` routed these bodies (intent -> alias)."""
     config = load_config()
     prices = with_overrides(config, parse_models({"data": default_catalog()}))  # the fake's = OpenRouter's list
     routing = routing_config(config, prices)
     settings = BudgetSettings(1000.0, "UTC", config.budget.thresholds())
+    routed: Counter[str] = Counter()
 
     def engine() -> BudgetEngine:  # as RalexHooks._start builds it, with a sink that drops rows
-        return BudgetEngine(routing, settings, 0.0, clock=Clock(), sink=lambda row: None,
+        return BudgetEngine(routing, settings, 0.0, clock=Clock(), sink=count_route,
                             sticky_ttl=config.routing.sticky_turn_ttl_seconds)
+
+    def count_route(row: LedgerRow) -> None:
+        note = ", wanted smart: does not fit" if "does not fit" in row.reason else ""
+        routed[f"{row.alias_requested} -> {row.alias_routed}{note}"] += 1
 
     pool = tasks()
     bodies = {model: [agent_body(pool[i % len(pool)], model, i, system=system) for i in range(count)]
               for model in ("auto", "cheap")}
     results = {}
     for model in ("auto", "cheap"):
-        eng = engine()
-
-        def admit_settle(i: int, eng: BudgetEngine = eng, model: str = model) -> None:
-            flight = eng.admit(bodies[model][i])
-            d = flight.decision
-            eng.settle(flight.key, d.worst_case / 2, cost_source="upstream", model=d.model, alias=d.alias,
-                       prompt_tokens=flight.request.prompt_tokens, completion_tokens=50)
-
-        results[f"admit+settle ({model})"] = timed(admit_settle, count)
-
-    eng = engine()
-    results["admit alone (auto)"] = timed(lambda i: eng.admit(bodies["auto"][i]), count)
-    flights = list(eng.in_flight.values())
-    results["settle alone"] = timed(lambda i: eng.settle(flights[i].key, 0.0001, cost_source="upstream"), count)
-    routed = Counter(f"intent {f.decision.intent} -> {f.decision.alias}" for f in flights)
+        times = admit_then_settle(engine(), bodies[model])
+        results[f"admit+settle ({model})"] = summary(times["both"])
+        results[f"  admit ({model})"] = summary(times["admit"])
+        results[f"  settle ({model})"] = summary(times["settle"])
+    busy = engine()
+    for i in range(in_flight):  # holds that stay: admission sums every hold of the day
+        busy.admit(agent_body("fix the typo in README.md", "cheap", 10_000_000 + i, system=system))
+    held = admit_then_settle(busy, bodies["auto"][: max(1, count // 10)])
+    results[f"admit (auto), {in_flight} others in flight"] = summary(held["admit"])
     requests = [ChatRequest.from_body(body) for body in bodies["auto"]]
     results["ChatRequest.from_body"] = timed(lambda i: ChatRequest.from_body(bodies["auto"][i]), count)
     snapshot = engine().snapshot()
@@ -326,7 +346,7 @@ def decision_costs(count: int, system: str) -> tuple[dict[str, dict[str, float]]
               for r in requests]
     results["policy.route (auto)"] = timed(lambda i: route(inputs[i], snapshot, routing), count)
     results["classify.classify"] = timed(lambda i: classify(requests[i].task), count)
-    return results, dict(routed)
+    return results, {k: v for k, v in sorted(routed.items()) if k.startswith("auto")}
 
 
 def ledger_write_cost(dsn: str, count: int) -> dict[str, float]:
@@ -370,6 +390,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--decisions", type=int, default=10_000, help="bodies for the in-process timings")
     parser.add_argument("--reference", type=int, default=300, help="direct requests to the fake (no proxy)")
     parser.add_argument("--ledger-rows", type=int, default=1000, help="rows for the ledger write timing")
+    parser.add_argument("--in-flight", type=int, default=1000,
+                        help="holds in flight for the admission-under-load timing")
     parser.add_argument("--keep-logs", action="store_true", help="keep the proxies' logs and configs")
     args = parser.parse_args(argv)
 
@@ -428,7 +450,8 @@ def main(argv: list[str] | None = None) -> None:
             results["ledger_write"] = ledger_write_cost(pg.new_database(), args.ledger_rows)
 
         print(f"in-process decision cost over {args.decisions} bodies ...", flush=True)
-        results["in_process_us"], results["in_process_auto_routing"] = decision_costs(args.decisions, system)
+        results["in_process_us"], results["in_process_auto_routing"] = decision_costs(args.decisions, system,
+                                                                                      args.in_flight)
         results["log_problems"] = {name: log_problems(path) for name, path in logs.items()}
         if args.keep_logs:
             results["logs"] = {name: str(path) for name, path in logs.items()}

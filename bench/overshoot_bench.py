@@ -64,7 +64,7 @@ from bench.stack import (
 )
 from tests.integration.conftest import MASTER_KEY, Fake, Proxy, start_postgres, start_proxy, wait_until
 
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "non-streaming": {},
     "streaming, include_usage": {"stream": True, "stream_options": {"include_usage": True}},
     "streaming, no usage asked": {"stream": True},
