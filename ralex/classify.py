@@ -133,6 +133,16 @@ _QUOTED = re.compile(r"(?<![\w`])(['\"])[^'\"\n]{2,200}?\1(?!\w)")
 """Quoted phrases ('...' or "...") are content to insert, not a description of the work."""
 
 
+def _unwrap(text: str) -> str:
+    """A task sent whole in quotes (``"fix the typo in hello.py"``, as shells and some clients pass
+    it) is the description itself, not a phrase quoted inside one."""
+    stripped = text.strip()
+    if len(stripped) >= 2 and stripped[0] == stripped[-1] and stripped[0] in "'\"" \
+            and stripped[0] not in stripped[1:-1]:
+        return stripped[1:-1]
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class Classification:
     """Outcome of :func:`classify` with the evidence behind it."""
@@ -154,7 +164,7 @@ def classify(text: str, threshold: float = SMART_THRESHOLD) -> Classification:
     >>> classify("review this pull request for concurrency bugs").label
     'smart'
     """
-    text = _QUOTED.sub(" quoted ", text).lower()
+    text = _QUOTED.sub(" quoted ", _unwrap(text)).lower()
     score = 0.0
     matched: list[str] = []
     for signal in SIGNALS:
