@@ -45,7 +45,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(soft_wrap=True)
+# Piped or redirected output is not cut to 80 columns: tables keep full model names (COLUMNS still wins).
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
 err = Console(stderr=True, soft_wrap=True)
 STATE = {"verbose": False}
 
