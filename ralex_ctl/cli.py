@@ -233,15 +233,32 @@ def init(
         "RALEX_DAILY_BUDGET": f"{amount:g}",
         "RALEX_TIMEZONE": timezone,
         "RALEX_WORKSPACE": str(workspace),
-        "RALEX_UID": str(os.getuid()),
-        "RALEX_GID": str(os.getgid()),
     }
+    folder = workspace if workspace.is_absolute() else project.root / workspace
+    uid, gid = _agent_ids(folder)
+    values.update({"RALEX_UID": str(uid), "RALEX_GID": str(gid)})
     template = project.example_path.read_text() if project.example_path.exists() else ""
     project.env_path.write_text(render_env(template, values))
     project.env_path.chmod(0o600)
-    (workspace if workspace.is_absolute() else project.root / workspace).mkdir(parents=True, exist_ok=True)
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        if os.getuid() == 0:
+            os.chown(folder, uid, gid)
     console.print(f"[green]wrote[/green] {project.env_path} (budget {usd(amount)}/day, {timezone}, "
                   f"workspace {workspace}); next: ralexctl up")
+
+
+def _agent_ids(workspace: Path) -> tuple[int, int]:
+    """The host user the agent's files should belong to: the workspace's owner if it exists, else
+    whoever runs init (the user behind sudo, when root). The agent never runs as root: root -> 1000."""
+    if workspace.exists():
+        st = workspace.stat()
+        uid, gid = st.st_uid, st.st_gid
+    else:
+        uid, gid = os.getuid(), os.getgid()
+    if uid == 0:
+        uid, gid = int(os.environ.get("SUDO_UID") or 1000), int(os.environ.get("SUDO_GID") or 1000)
+    return (uid, gid) if uid != 0 else (1000, 1000)
 
 
 def _budget_amount(value: str) -> float:

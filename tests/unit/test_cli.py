@@ -52,6 +52,27 @@ def test_init_writes_a_complete_env_with_generated_secrets(project: Path):
     assert (project / "workspace").is_dir()
 
 
+def test_init_gives_the_agent_the_workspace_owner_and_never_root(project: Path, monkeypatch: pytest.MonkeyPatch):
+    import os
+
+    (project / "ws").mkdir()
+    owner = (project / "ws").stat()
+    assert runner.invoke(app, ["init", "--openrouter-key", "sk-or-v1-abc", "-w", str(project / "ws"), "-y"]
+                         ).exit_code == 0
+    env = read_env(project / ".env")
+    expected = (owner.st_uid, owner.st_gid) if owner.st_uid else (1000, 1000)
+    assert (int(env["RALEX_UID"]), int(env["RALEX_GID"])) == expected
+
+    if os.getuid() == 0:  # `sudo ralexctl init`: the user behind sudo owns the new workspace
+        monkeypatch.setenv("SUDO_UID", "1234")
+        monkeypatch.setenv("SUDO_GID", "1235")
+        assert runner.invoke(app, ["init", "--openrouter-key", "sk-or-v1-abc", "-w", "new-ws", "-y", "--force"]
+                             ).exit_code == 0
+        env = read_env(project / ".env")
+        assert (env["RALEX_UID"], env["RALEX_GID"]) == ("1234", "1235")
+        assert (project / "new-ws").stat().st_uid == 1234
+
+
 def test_init_never_overwrites_without_force(project: Path):
     (project / ".env").write_text("OPENROUTER_API_KEY=keep-me\n")
     result = runner.invoke(app, ["init", "--openrouter-key", "sk-or-v1-new", "-y"])
