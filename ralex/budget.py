@@ -17,6 +17,13 @@ BUDGET_TIERS: Final[dict[str, float]] = {"lite": 2.0, "standard": 5.0, "power": 
 
 ALERT_LEVELS: Final[tuple[int, ...]] = (50, 80, 95, 100)
 
+
+def alert_level(fraction: float) -> int:
+    """The highest alert threshold (50/80/95/100 %) today's spend has reached, else 0."""
+    reached = [level for level in ALERT_LEVELS if fraction * 100 >= level - 1e-9]
+    return reached[-1] if reached else 0
+
+
 Tier = Literal["full", "economy", "emergency"]
 
 

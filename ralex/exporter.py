@@ -36,17 +36,11 @@ from prometheus_client import start_http_server
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ralex.budget import ALERT_LEVELS, Thresholds
+from ralex.budget import Thresholds, alert_level
 from ralex.ledger.store import BREAKDOWN, LAST_HOUR_SPEND, TODAY, WRITE_LAG
 
 log = logging.getLogger("ralex.exporter")
 TIERS: Final = ("full", "economy", "emergency")
-
-
-def alert_level(fraction: float) -> int:
-    """The highest alert threshold (50/80/95/100 %) today's spend has reached, else 0."""
-    reached = [level for level in ALERT_LEVELS if fraction * 100 >= level - 1e-9]
-    return reached[-1] if reached else 0
 
 
 def _gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = None) -> GaugeMetricFamily:

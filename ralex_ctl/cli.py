@@ -14,27 +14,17 @@ import sys
 import time
 import webbrowser
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
-import httpx
-import psycopg
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ralex import __version__
-from ralex.budget import BUDGET_TIERS, BudgetError, BudgetSnapshot, budget_day, parse_budget, usd, zone
-from ralex.classify import classify
-from ralex.config import ConfigError, load_config
-from ralex.ledger.store import BudgetSettings, LedgerUnavailable, connect, read_settings, spent_on
-from ralex.policy import ALIASES, Decision, RouteInput, UnknownAlias, route
-from ralex.pricing import routing_config
-from ralex.request import estimate_prompt_tokens
+from ralex.budget import BUDGET_TIERS, BudgetError, parse_budget, usd, zone
 from ralex_ctl import render, stack
-from ralex_ctl.errors import PricesUnknown, RalexError
-from ralex_ctl.prices import load_prices
+from ralex_ctl.errors import RalexError
 from ralex_ctl.project import Project, find_project, render_env
 from ralex_ctl.proxy_api import ProxyClient
 
@@ -49,27 +39,6 @@ app = typer.Typer(
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
 err = Console(stderr=True, soft_wrap=True)
 STATE = {"verbose": False}
-
-
-def _config_path() -> Path | None:
-    env = os.environ.get("RALEX_CONFIG")
-    if env:
-        return Path(env)
-    local = Path.cwd() / "config" / "ralex.yaml"
-    return local if local.exists() else None
-
-
-def _ledger_today() -> tuple[BudgetSettings, float] | None:
-    """Live budget settings and today's spend from the ledger, if it can be reached."""
-    dsn = os.environ.get("RALEX_DATABASE_URL")
-    if not dsn:
-        return None
-    try:
-        with connect(dsn) as conn:
-            settings = read_settings(conn)
-            return settings, spent_on(conn, budget_day(datetime.now(UTC), settings.timezone))
-    except (LedgerUnavailable, psycopg.Error):
-        return None
 
 
 def _version(value: bool) -> None:
@@ -104,64 +73,19 @@ def route_command(
 
     Example: ralexctl route --json "refactor the auth module" --remaining 1.20
     """
-    if model not in ALIASES:
-        raise RalexError(f"unknown model {model!r}; use one of: {', '.join(ALIASES)}")
-    try:
-        config = load_config(_config_path())
-    except ConfigError as exc:
-        raise RalexError(str(exc)) from None
-    prices = load_prices(config)
-    try:
-        routing = routing_config(config, prices)
-    except ConfigError as exc:
-        raise PricesUnknown(f"{exc}. Start the stack once (prices are cached in the ledger) or set "
-                            "OPENROUTER_API_BASE/OPENROUTER_API_KEY") from None
-    limit, timezone, thresholds = config.budget.daily_limit, config.budget.timezone, config.budget.thresholds()
-    today = _ledger_today()
-    if today is not None:
-        limit, timezone, thresholds = today[0].daily_limit, today[0].timezone, today[0].thresholds
-    if remaining is None:
-        left = limit - today[1] if today else limit
-    else:
-        try:
-            left = parse_budget(remaining)
-        except BudgetError as exc:
-            raise RalexError(f"--remaining: {exc}") from None
-    limit = max(limit, left)
-    snapshot = BudgetSnapshot(limit=limit, spent=limit - left, reserved=0.0, timezone=timezone,
-                              now=datetime.now(UTC), thresholds=thresholds)
-    tokens = estimate_prompt_tokens([{"role": "user", "content": prompt}])
-    try:
-        outcome = route(RouteInput(model, prompt, tokens, max_tokens), snapshot, routing)
-    except UnknownAlias as exc:
-        raise RalexError(str(exc)) from None
-    verdict = classify(prompt, config.routing.smart_threshold)
-    payload: dict[str, object] = {
-        "prompt": prompt,
-        "requested": model,
-        "remaining": left,
-        "tier": snapshot.tier,
-        "classification": {"label": verdict.label, "score": verdict.score, "signals": list(verdict.matched)},
-    }
-    if isinstance(outcome, Decision):
-        payload.update({
-            "decision": "route", "alias": outcome.alias, "model": outcome.model, "reason": outcome.reason,
-            "max_tokens": outcome.max_tokens, "worst_case_usd": outcome.worst_case, "reserve_usd": outcome.reserve,
-            "fallbacks": [asdict(f) for f in outcome.fallbacks],
-        })
-    else:
-        payload.update({"decision": "refuse", "status": outcome.status, "message": outcome.message,
-                        "needed_usd": outcome.needed})
+    from ralex.policy import Decision  # the policy, config and prices load only for this command
+    from ralex_ctl.explain import explain
+
+    payload, outcome, tier, left = explain(prompt, remaining, model, max_tokens)
     if as_json:
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
     if isinstance(outcome, Decision):
         console.print(f"[bold]{outcome.alias}[/bold] -> {outcome.model}  "
-                      f"(tier {snapshot.tier}, {usd(left)} left, max_tokens {outcome.max_tokens})")
+                      f"(tier {tier}, {usd(left)} left, max_tokens {outcome.max_tokens})")
         console.print(f"why: {outcome.reason}")
     else:
         console.print(f"[red]refused ({outcome.status})[/red]: {outcome.message}")
-
 
 
 # --- setting up -------------------------------------------------------------------------------
@@ -527,6 +451,8 @@ def _openrouter_check(env: dict[str, str], ledger_total: float | None) -> Check:
     base = env.get("OPENROUTER_API_BASE") or "https://openrouter.ai/api/v1"
     if not key:
         return Check("OpenRouter key", False, "not set", "run `ralexctl init` or set OPENROUTER_API_KEY in .env")
+    import httpx  # only doctor talks to OpenRouter
+
     try:
         response = httpx.get(f"{base.rstrip('/')}/key", headers={"Authorization": f"Bearer {key}"}, timeout=10)
     except httpx.HTTPError as exc:

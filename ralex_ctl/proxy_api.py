@@ -1,10 +1,12 @@
-"""The proxy's Ralex endpoints, called with the master key from .env."""
+"""The proxy's Ralex endpoints, called with the master key from .env.
+
+Uses `requests` (the Docker SDK loads it anyway) so `ralexctl status` starts fast."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import httpx
+import requests
 
 from ralex_ctl.errors import RalexError
 from ralex_ctl.project import Project
@@ -21,13 +23,15 @@ class ProxyClient:
         key = env.get("LITELLM_MASTER_KEY")
         if not key:
             raise RalexError("LITELLM_MASTER_KEY is not set in .env: run `ralexctl init`")
-        self._client = httpx.Client(base_url=self.base, timeout=timeout,
-                                    headers={"Authorization": f"Bearer {key}"})
+        self._timeout = timeout
+        self._session = requests.Session()
+        self._session.headers["Authorization"] = f"Bearer {key}"
+        self._session.trust_env = False  # 127.0.0.1: never through an HTTP(S)_PROXY
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            response = self._client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
+            response = self._session.request(method, self.base + path, timeout=self._timeout, **kwargs)
+        except requests.RequestException as exc:
             raise ProxyUnavailable(f"the proxy at {self.base} does not answer ({type(exc).__name__}); "
                                    "run `ralexctl up` (or `ralexctl status` to see why)") from None
         if response.status_code == 401:
@@ -52,8 +56,8 @@ class ProxyClient:
 
     def alive(self) -> bool:
         try:
-            return self._client.get("/health/liveliness", timeout=3).status_code == 200
-        except httpx.HTTPError:
+            return self._session.get(self.base + "/health/liveliness", timeout=3).status_code == 200
+        except requests.RequestException:
             return False
 
     def models(self) -> list[str]:

@@ -11,8 +11,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from ralex.budget import format_duration, usd
-from ralex.exporter import alert_level
+from ralex.budget import alert_level, format_duration, usd
 from ralex_ctl.stack import ServiceState
 
 BLOCKS = " ▁▂▃▄▅▆▇█"

@@ -10,9 +10,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ralex.budget import budget_day
+from ralex.budget import alert_level, budget_day
 from ralex.config import BudgetDefaults
-from ralex.exporter import LedgerCollector, alert_level
+from ralex.exporter import LedgerCollector
 from ralex.ledger.store import LedgerRow, connect, ensure_reader_role, insert_rows, migrate, seed_settings
 from tests.integration.conftest import Pg, free_port, start_postgres
 
