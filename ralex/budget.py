@@ -7,6 +7,7 @@ the proxy mutates from one event loop (so check-and-reserve is atomic: no ``awai
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Final, Literal
@@ -45,6 +46,27 @@ def parse_budget(value: object) -> float:
     if amount > 10_000:
         raise BudgetError(f"daily budget ${amount:,.2f} looks like a typo (over $10,000 a day)")
     return round(amount, 6)
+
+
+CAPPED_ALIASES: Final = ("cheap", "smart", "yolo")
+
+
+def parse_caps(caps: Mapping[str, object]) -> dict[str, float]:
+    """Validated per-request caps: {"smart": 0.5}. Raises BudgetError naming the fix."""
+    if not isinstance(caps, Mapping):
+        raise BudgetError('caps must be an object such as {"smart": 0.50}')
+    parsed = {}
+    for alias, value in caps.items():
+        if alias not in CAPPED_ALIASES:
+            raise BudgetError(f"no per-request cap for {alias!r}; caps exist for {', '.join(CAPPED_ALIASES)}")
+        try:
+            amount = parse_budget(value)
+        except BudgetError:
+            amount = 0.0
+        if amount <= 0:
+            raise BudgetError(f"the {alias} cap must be a positive dollar amount such as 0.05, not {value!r}")
+        parsed[alias] = amount
+    return parsed
 
 
 def zone(name: str) -> ZoneInfo:

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from ralex.budget import BudgetSnapshot, ReservationBook, budget_day
 from ralex.ledger.store import BudgetSettings, LedgerRow
-from ralex.policy import Decision, Refusal, RouteInput, RoutingConfig, UnknownAlias, route
+from ralex.policy import Decision, Refusal, RouteInput, RoutingConfig, UnknownAlias, route, with_caps
 from ralex.request import ChatRequest, RequestError
 
 Clock = Callable[[], datetime]
@@ -76,8 +76,9 @@ def _header_safe(text: str, limit: int = 400) -> str:
 class BudgetEngine:
     def __init__(self, routing: RoutingConfig, settings: BudgetSettings, spent_today: float, *, clock: Clock,
                  sink: Sink, sticky_ttl: float = 7200.0) -> None:
-        self.routing = routing
         self.settings = settings
+        self.base_routing = routing
+        self.routing = with_caps(routing, settings.caps)
         self.clock = clock
         self.sink = sink
         self.book = ReservationBook(budget_day(clock(), settings.timezone), spent_today)
@@ -99,9 +100,15 @@ class BudgetEngine:
     def apply_settings(self, settings: BudgetSettings, spent_for_today: float | None = None) -> None:
         """Take new live settings; with a new timezone the budget day may change too."""
         self.settings = settings
+        self.routing = with_caps(self.base_routing, settings.caps)
         today = budget_day(self.clock(), settings.timezone)
         if today != self.book.day:
             self.book.roll_over(today, spent_for_today or 0.0)
+
+    def set_routing(self, routing: RoutingConfig) -> None:
+        """New prices or config; the live caps still apply on top."""
+        self.base_routing = routing
+        self.routing = with_caps(routing, self.settings.caps)
 
     # --- admission ---------------------------------------------------------------------------
     def admit(self, body: Mapping[str, Any]) -> InFlight:

@@ -6,8 +6,9 @@ where a request goes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from ralex.budget import BudgetSnapshot, Tier, affordable_output_tokens, usd, worst_case_cost
@@ -171,13 +172,30 @@ def route(inp: RouteInput, snapshot: BudgetSnapshot, cfg: RoutingConfig) -> Deci
         return Refusal(
             message=(
                 f"This request needs up to {usd(needed)} on {capped_by} (~{inp.prompt_tokens} prompt tokens), "
-                f"over its per-request cap of {usd(cap)}. Shorten the conversation, or raise the cap: "
-                f"aliases.{capped_by}.max_cost_per_request in config/ralex.yaml"
+                f"over its per-request cap of {usd(cap)}. Shorten the conversation, or raise the cap (live): "
+                f"ralexctl budget cap {capped_by} {suggested_cap(needed)}"
             ),
             needed=needed,
             reason="per-request cap",
         )
     return Refusal(message=snapshot.exhausted_message(needed), needed=needed)
+
+
+def suggested_cap(needed: float) -> str:
+    """A round cap comfortably above ``needed``: room for the output and the conversation to grow."""
+    for step in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0):
+        if step >= needed * 4:
+            return f"{step:g}"
+    return f"{math.ceil(needed * 4):g}"
+
+
+def with_caps(cfg: RoutingConfig, caps: Mapping[str, float]) -> RoutingConfig:
+    """The routing config with per-request caps changed live (unknown aliases are ignored)."""
+    if not caps:
+        return cfg
+    aliases = {name: replace(spec, max_cost_per_request=caps[name]) if name in caps else spec
+               for name, spec in cfg.aliases.items()}
+    return replace(cfg, aliases=aliases)
 
 
 def _fallbacks(alias: str, tier: Tier, prompt_tokens: int, max_tokens: int, worst: float, remaining: float,

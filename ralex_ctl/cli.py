@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ralex import __version__
-from ralex.budget import BUDGET_TIERS, BudgetError, parse_budget, usd, zone
+from ralex.budget import BUDGET_TIERS, BudgetError, parse_budget, parse_caps, usd, zone
 from ralex_ctl import render, stack
 from ralex_ctl.errors import RalexError
 from ralex_ctl.project import Project, find_project, render_env
@@ -353,6 +353,7 @@ def budget_show(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--jso
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     else:
         console.print(render.budget_line(data))
+        console.print(render.caps_line(data))
 
 
 @budget_app.command("set")
@@ -379,10 +380,28 @@ def budget_tier(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(BU
     _apply_budget(daily_limit=BUDGET_TIERS[name])
 
 
+@budget_app.command("cap")
+def budget_cap(
+    alias: Annotated[str, typer.Argument(help="cheap, smart or yolo.")],
+    amount: Annotated[str, typer.Argument(help="Most one request may cost, in dollars, e.g. 0.05.")],
+) -> None:
+    """Set an alias's per-request cap; the next request already uses it.
+
+    A coding agent's steps carry ~10k tokens of prompt: cheap 0.05 and smart 0.50 suit daily agent use.
+    Example: ralexctl budget cap smart 0.50
+    """
+    try:
+        caps = parse_caps({alias: amount})
+    except BudgetError as exc:
+        raise RalexError(str(exc)) from None
+    _apply_budget(caps=caps)
+
+
 def _apply_budget(**changes: object) -> None:
     data = ProxyClient(find_project()).set_budget(**{k: v for k, v in changes.items() if v is not None})
     console.print("[green]budget updated (live)[/green]")
     console.print(render.budget_line(data))
+    console.print(render.caps_line(data))
 
 
 @app.command()

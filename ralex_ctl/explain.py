@@ -13,7 +13,7 @@ from ralex.budget import BudgetError, BudgetSnapshot, budget_day, parse_budget
 from ralex.classify import classify
 from ralex.config import ConfigError, load_config
 from ralex.ledger.store import BudgetSettings, LedgerUnavailable, connect, read_settings, spent_on
-from ralex.policy import ALIASES, Decision, Refusal, RouteInput, UnknownAlias, route
+from ralex.policy import ALIASES, Decision, Refusal, RouteInput, UnknownAlias, route, with_caps
 from ralex.pricing import routing_config
 from ralex.request import estimate_prompt_tokens
 from ralex_ctl.errors import PricesUnknown, RalexError
@@ -60,6 +60,7 @@ def explain(prompt: str, remaining: str | None, model: str, max_tokens: int | No
     today = _ledger_today()
     if today is not None:
         limit, timezone, thresholds = today[0].daily_limit, today[0].timezone, today[0].thresholds
+        routing = with_caps(routing, today[0].caps)
     if remaining is None:
         left = limit - today[1] if today else limit
     else:

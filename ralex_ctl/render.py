@@ -37,6 +37,12 @@ def budget_line(budget: dict[str, Any]) -> Text:
     return line
 
 
+def caps_line(budget: dict[str, Any]) -> Text:
+    """`per-request caps: cheap $0.0010 · smart $0.0100 · yolo $0.0005`"""
+    caps = " · ".join(f"{name} {usd(info['max_cost_per_request'])}" for name, info in budget.get("prices", {}).items())
+    return Text(f"per-request caps: {caps}", style="grey50")
+
+
 def services_table(states: list[ServiceState]) -> Table:
     table = Table(title="Ralex services", title_justify="left")
     for column in ("service", "state", "health", "ports"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from importlib import resources
@@ -17,8 +17,9 @@ from typing import Any, Final
 import psycopg
 import psycopg.sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
-from ralex.budget import BudgetError, Thresholds, parse_budget, zone
+from ralex.budget import BudgetError, Thresholds, parse_budget, parse_caps, zone
 from ralex.config import BudgetDefaults
 
 MIGRATIONS_PACKAGE: Final = "ralex.ledger.migrations"
@@ -89,11 +90,13 @@ class BudgetSettings:
     thresholds: Thresholds
     updated_at: datetime | None = None
     updated_by: str = ""
+    caps: Mapping[str, float] = field(default_factory=dict)
+    """Per-request caps set live, by alias; they override config/ralex.yaml's."""
 
 
 SELECT_SETTINGS: Final = (
     "SELECT daily_limit_usd, timezone, smart_min_remaining_usd, cheap_min_remaining_usd,"
-    " emergency_max_tokens, updated_at, updated_by FROM budget_settings WHERE id"
+    " emergency_max_tokens, updated_at, updated_by, alias_caps FROM budget_settings WHERE id"
 )
 SEED_SETTINGS: Final = (
     "INSERT INTO budget_settings (daily_limit_usd, timezone, smart_min_remaining_usd,"
@@ -108,6 +111,7 @@ def settings_from_row(row: Sequence[Any]) -> BudgetSettings:
         thresholds=Thresholds(float(row[2]), float(row[3]), int(row[4])),
         updated_at=row[5],
         updated_by=row[6],
+        caps={str(k): float(v) for k, v in (row[7] or {}).items()},
     )
 
 
@@ -127,7 +131,8 @@ def read_settings(conn: psycopg.Connection[Any]) -> BudgetSettings:
 
 def settings_update(*, daily_limit: object = None, timezone: str | None = None,
                     smart_min_remaining: float | None = None, cheap_min_remaining: float | None = None,
-                    emergency_max_tokens: int | None = None, by: str = "ralexctl") -> tuple[str, dict[str, Any]] | None:
+                    emergency_max_tokens: int | None = None, caps: Mapping[str, object] | None = None,
+                    by: str = "ralexctl") -> tuple[str, dict[str, Any]] | None:
     """Validated UPDATE for a live settings change (None when nothing changes). Raises BudgetError."""
     changes: dict[str, Any] = {}
     if daily_limit is not None:
@@ -145,9 +150,12 @@ def settings_update(*, daily_limit: object = None, timezone: str | None = None,
         if emergency_max_tokens <= 0:
             raise BudgetError("emergency_max_tokens must be a positive number of tokens")
         changes["emergency_max_tokens"] = emergency_max_tokens
+    if caps:
+        changes["alias_caps"] = Jsonb(parse_caps(caps))
     if not changes:
         return None
-    assignments = ", ".join(f"{column} = %({column})s" for column in changes)
+    assignments = ", ".join(f"{column} = {column} || %({column})s" if column == "alias_caps"
+                            else f"{column} = %({column})s" for column in changes)
     query = f"UPDATE budget_settings SET {assignments}, updated_at = now(), updated_by = %(by)s WHERE id"
     return query, {**changes, "by": by}
 

@@ -141,7 +141,8 @@ class RalexHooks(CustomLogger):
             spent = await self._spent_on(conn, budget_day(self.engine.clock(), new.timezone))
         if new != self.engine.settings:
             self.engine.apply_settings(new, spent)
-            log.info("ralex: budget settings now %s/day (%s)", new.daily_limit, new.timezone)
+            log.info("ralex: budget settings now %s/day (%s), caps %s", new.daily_limit, new.timezone,
+                     {name: spec.max_cost_per_request for name, spec in self.engine.routing.aliases.items()})
 
     async def _sweep(self) -> None:
         horizon = self.settings.upstream_timeout * 2 + 60
@@ -158,7 +159,7 @@ class RalexHooks(CustomLogger):
                 fetched = await afetch_prices(self.settings.openrouter_api_base, self.settings.openrouter_api_key)
                 self.prices = with_overrides(self.config, {**self.prices, **fetched})
                 if self.engine is not None:
-                    self.engine.routing = routing_config(self.config, self.prices)
+                    self.engine.set_routing(routing_config(self.config, self.prices))
             except Exception as exc:
                 log.warning("ralex: price refresh failed (%s); keeping the last known prices", exc)
 

@@ -1,7 +1,8 @@
 """Ralex's own endpoints on the proxy (master key only); `ralexctl` talks to these.
 
 - ``GET /ralex/budget``: today's budget as the proxy holds it (spend, holds, tier, reset, ledger lag).
-- ``PUT /ralex/budget``: change the live budget settings; applied before the response returns.
+- ``PUT /ralex/budget``: change the live budget settings (limit, timezone, tiers, per-request
+  ``caps``); applied before the response returns.
 - ``GET /ralex/spend?days=7&by=alias``: spend per day from the ledger's daily aggregates.
 - ``POST /ralex/route``: what the proxy would decide for a chat body now, without forwarding it.
 """
@@ -75,7 +76,8 @@ def register(app: FastAPI, hooks: RalexHooks) -> None:
                 daily_limit=body.get("daily_limit"), timezone=body.get("timezone"),
                 smart_min_remaining=body.get("smart_min_remaining"),
                 cheap_min_remaining=body.get("cheap_min_remaining"),
-                emergency_max_tokens=body.get("emergency_max_tokens"), by=str(body.get("by", "api"))[:40])
+                emergency_max_tokens=body.get("emergency_max_tokens"), caps=body.get("caps"),
+                by=str(body.get("by", "api"))[:40])
         except (BudgetError, ValueError, AttributeError, TypeError) as exc:
             raise HTTPException(400, str(exc)) from None
         async with await psycopg.AsyncConnection.connect(hooks.settings.database_url, connect_timeout=5) as conn:

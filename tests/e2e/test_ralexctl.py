@@ -10,6 +10,7 @@ import time
 import httpx
 import pytest
 
+from ralex.budget import usd
 from tests.e2e.conftest import SERVICES, Stack, ralexctl_path
 from tests.integration.conftest import wait_until
 
@@ -54,6 +55,21 @@ def test_budget_set_is_live_through_the_proxy(stack: Stack):
     assert bad.returncode == 1
     assert "not a number" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_budget_cap_is_live_through_the_proxy(stack: Stack):
+    step = "fix the typo in hello.py\n" + "x = 1\n" * 1_000  # ~2k tokens: $0.0002 of prompt on cheap
+    try:
+        assert stack.ralexctl("budget", "cap", "cheap", "0.0001").returncode == 0
+        refused = chat(stack, step, model="cheap")
+        assert refused.status_code == 402
+        suggested = refused.json()["error"]["message"].rsplit("ralexctl budget cap cheap ", 1)[1].split()[0]
+        raised = stack.ralexctl("budget", "cap", "cheap", suggested)
+        assert raised.returncode == 0, raised.stderr
+        assert f"cheap {usd(float(suggested))}" in raised.stdout
+        assert chat(stack, step, model="cheap").status_code == 200
+    finally:
+        assert stack.ralexctl("budget", "cap", "cheap", "0.05").returncode == 0
 
 
 def test_spend_reports_the_ledger(stack: Stack):

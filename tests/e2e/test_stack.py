@@ -41,9 +41,10 @@ def test_an_opencode_turn_fixes_the_file_through_the_proxy(stack: Stack):
     assert "cheap:title" in rows or "cheap:turn" in rows
     spent = float(stack.sql("SELECT spent_usd FROM daily_totals"))
     assert spent > 0
-    exported = wait_until(lambda: stack.value("ralex_budget_spent_today_usd"), 60, interval=1,
-                          what="Prometheus to scrape the spend from the exporter")
-    assert exported == pytest.approx(spent, rel=1e-6)
+    # Prometheus answers with its latest scrape (every few seconds): wait for one taken after the turn
+    wait_until(lambda: (v := stack.value("ralex_budget_spent_today_usd")) is not None
+               and v == pytest.approx(spent, rel=1e-6), 60, interval=1,
+               what=f"Prometheus to scrape today's spend ${spent} from the exporter")
 
 
 def test_every_dashboard_panel_query_returns_data(stack: Stack):

@@ -246,3 +246,26 @@ def test_budget_endpoint_needs_the_master_key(live: Proxy):
     assert httpx.get(f"{live.url}ralex/budget").status_code == 401
     assert live.client.get("/ralex/budget").json()["timezone"] == "Europe/Berlin"
     assert MASTER_KEY not in live.logs()
+
+
+def test_a_per_request_cap_is_raised_live_as_the_refusal_says(live: Proxy, upstream: Fake):
+    agent_step = "fix the typo in hello.py\n" + "def f(x):\n    return x\n" * 1_500  # ~12k tokens, like an agent
+    refused = live.chat(agent_step, model="cheap")
+    assert refused.status_code == 402
+    message = refused.json()["error"]["message"]
+    assert "per-request cap" in message
+    suggested = message.rsplit("ralexctl budget cap cheap ", 1)[1].split()[0]
+
+    bad = live.client.put("/ralex/budget", json={"caps": {"cheap": "-1"}})
+    assert bad.status_code == 400
+    assert "positive dollar amount" in bad.text
+    try:
+        changed = live.client.put("/ralex/budget", json={"caps": {"cheap": suggested}, "by": "test"})
+        assert changed.status_code == 200, changed.text
+        assert changed.json()["prices"]["cheap"]["max_cost_per_request"] == float(suggested)
+        served = live.chat(agent_step, model="cheap")  # the very next request, no restart
+        assert served.status_code == 200, served.text
+        assert served.headers["x-ralex-route"] == "cheap"
+        assert len(upstream.requests()) == 1
+    finally:
+        live.client.put("/ralex/budget", json={"caps": {"cheap": 0.001}})

@@ -29,7 +29,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_every_command_has_help_with_an_example():
     for command in ("init", "up", "down", "status", "attach", "logs", "dashboard", "spend", "route", "doctor",
-                    "budget set", "budget tier"):
+                    "budget set", "budget tier", "budget cap"):
         result = runner.invoke(app, [*command.split(), "--help"])
         assert result.exit_code == 0, command
         assert "Example: ralexctl" in result.output, command
@@ -115,6 +115,21 @@ def test_route_json_matches_the_policy(project: Path, monkeypatch: pytest.Monkey
 def test_budget_tier_rejects_unknown_names(project: Path):
     result = runner.invoke(app, ["budget", "tier", "huge"])
     assert result.exit_code != 0
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["budget", "cap", "auto", "0.05"], "no per-request cap for 'auto'"),
+    (["budget", "cap", "smart", "lots"], "positive dollar amount"),
+])
+def test_budget_cap_bad_input_names_the_fix_before_calling_the_proxy(project: Path, args, message, monkeypatch,
+                                                                     capsys):
+    from ralex_ctl.cli import main
+
+    monkeypatch.setattr("sys.argv", ["ralexctl", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    assert message in capsys.readouterr().err
 
 
 def test_spend_rendering_has_totals_and_bars():

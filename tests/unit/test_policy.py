@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from ralex.policy import Decision, Refusal, RouteInput, UnknownAlias, route
+from ralex.budget import BudgetError, parse_caps
+from ralex.policy import Decision, Refusal, RouteInput, UnknownAlias, route, with_caps
 from tests.unit.conftest import snap
 
 
@@ -90,7 +91,24 @@ def test_prompt_over_the_per_request_cap_is_refused_with_the_cap_named(cfg):
     out = route(RouteInput("cheap", "fix typo", 20_000), snap(4.0), cfg)
     assert isinstance(out, Refusal)
     assert "per-request cap" in out.message
-    assert "aliases.cheap.max_cost_per_request" in out.message
+    suggested = out.message.rsplit("ralexctl budget cap cheap ", 1)[1]
+    assert float(suggested) >= 2 * out.needed  # room for the answer and a growing conversation
+
+    raised = with_caps(cfg, {"cheap": float(suggested)})
+    assert isinstance(route(RouteInput("cheap", "fix typo", 20_000), snap(4.0), raised), Decision)
+    assert cfg.aliases["cheap"].max_cost_per_request < float(suggested)  # the original is untouched
+
+
+@pytest.mark.parametrize(("caps", "message"), [
+    ({"auto": 1}, "no per-request cap for 'auto'"),
+    ({"smart": "lots"}, "positive dollar amount"),
+    ({"smart": 0}, "positive dollar amount"),
+    ({"cheap": -1}, "positive dollar amount"),
+])
+def test_live_caps_are_validated_with_the_fix_named(caps, message):
+    with pytest.raises(BudgetError, match=message):
+        parse_caps(caps)
+    assert parse_caps({"smart": "0.50", "cheap": "$0.05"}) == {"smart": 0.5, "cheap": 0.05}
 
 
 def test_fallback_to_smart_only_when_the_budget_carries_it(cfg):
