@@ -120,9 +120,16 @@ SIGNALS: Final[tuple[Signal, ...]] = (
          r"dependenc(y|ies)|dev dependencies|version\b|deprecat\w*|cursor|finally block|type hints?|"
          r"return type|unused (import|variable)s?|import statement|test that|unit test for|a test (for|that)|"
          r"timeout value|max_\w+|getter|setter|readme|changelog|gitignore|\.gitignore)\b"),
-    _sig("simple-question", -2.0, r"^\s*((in|with) [\w#+.]+,?\s+)?(what('?s| is| are| does)|whats|how (do|can) i|how to"
-         r"|difference between|can you explain what|is there a way to)\b|\b(equivalent of|syntax for|the \w+ command"
-         r" (to|for)|cron expression)\b"),
+    # A lookup: "how do I ...", optionally after naming the tool ("bash: how to ...", "in rust, what is ...").
+    _sig("simple-question", -2.0, r"^\s*((in|with) [\w#+.]+,?\s+|[\w#+. ]{1,30}:\s+|[\w#+.]+( [\w#+.]+)? (?=how))?"
+         r"(what('?s| is| are| does)|whats|how (do|can) (i|you)|how to"
+         r"|difference between|can you explain what|is there a way to)\b|\b(equivalent of|syntax (for|to)"
+         r"|(the \w+ )?command (to|for)|cron expression)\b"),
+    _sig("format-conversion", -2.0, r"\b(json|ya?ml|toml|csv|xml|ini|markdown|html)\s+(to|->|into)\s+"
+         r"(json|ya?ml|toml|csv|xml|ini|markdown|html|table)\b"),
+    _sig("value-change", -2.0, r"\b(change|set|bump|update|replace|switch)\b[^.?!\n]{0,60}\bfrom\s+\S+\s+to\s+\S+"),
+    _sig("proofread", -3.0, r"\b(grammar|spell[- ]?check|proofread\w*)\b"),
+    _sig("one-snippet", -1.5, r"\b(a|one) single (task|function|command|line|query|regex|step|rule|test|snippet)\b"),
 )
 
 SMART_THRESHOLD: Final = 0.0
