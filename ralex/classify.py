@@ -40,20 +40,28 @@ SIGNALS: Final[tuple[Signal, ...]] = (
          r"|dependency (graph|inversion)|circular (import|dependenc)\w*)"),
     _sig("refactor", 2.5, r"\b(refactor\w*|rewrite|rework|overhaul\w*|split \w+ into|extract \w+ (layer|service))"),
     _sig("diagnosis", 3.0, r"\b(analy[sz]\w*|investigat\w*|diagnos\w*|root cause|figure out|find out|"
-         r"why (is|are|does|do|did|would|the)\b|what causes|causes? of|debug(ging)? (this|the|why|it|our)\b|profil(ing|er)\b|profile (the|this|it|our)\b|bottleneck\w*"
+         r"why (is|are|does|do|did|would|the)\b|what causes|what('?s| is) (causing|making|behind)|what could cause|causes? of|debug(ging)? (this|the|why|it|our)\b|profil(ing|er)\b|profile (the|this|it|our)\b|bottleneck\w*"
          r"|help me (find|understand|track)|find (out )?why|which one is right|track down|get(s)? slower|regression)"),
     _sig("hard-runtime", 3.0, r"\b(concurren\w*|race condition\w*|deadlock\w*|thread(s|ed|ing|-safe)?\b"
          r"|parallel\w*|asynchron\w*|distributed|consisten(t|cy)\b|replicat\w*|shard\w*|partition\w*"
          r"|scal(e|ing|able|ability)\b|performance|optimi[sz]\w*|latency|throughput|memory (leak|usage)"
          r"|leak(s|ing)?\b|segfault\w*|crash(es|ing)?\b|intermittent\w*|randomly|flaky|under load"
-         r"|cpu[- ]bound|i/o[- ]bound|slow(er|ness)?\b|faster|speed (it )?up|laggy|freez\w*|hammered|re-?renders?\b|cache (cluster|invalidation)|load balancer|eventual)"),
+         r"|cpu[- ]bound|i/o[- ]bound|(running |run |runs )?out of memory|slow(er|ness)?\b|faster|speed (it )?up|laggy|freez\w*|hammered|re-?renders?\b|cache (cluster|invalidation)|load balancer|eventual)"),
     _sig("security", 3.0, r"\b(secur\w*|vulnerab\w*|exploit\w*|threat model|jwt|oauth\w*|oidc|sso|saml|auth\b"
          r"|authenticat\w*|authori[sz]\w*|credentials?|secrets?\b|leaked|rotate (them|the|keys?)|abuse|d?dos\b|encrypt\w*|pentest\w*|idor|ssrf|rce\b|privilege escalation"
          r"|key (storage|rotation|management)|injection|xss|csrf|row[- ]level|permission model|sandbox\w*)"),
     _sig("big-change", 3.0, r"\b(migrat(e|ing) (from|to|our|the \w+ (to|from))|migrating|online migration|can'?t lock|without locking|port (it |this |the \w+ )?(to|from)\b|multi-?tenan\w*|state machine"
          r"|consistent hashing|protocol|backward(s)? compat\w*|zero[- ]downtime|resum\w*|idempoten\w*"
          r"|lifecycle|conflicts?\b|transaction(al|s)?\b|schema (change|design)|data model|fuzzy|ranking|algorithm"
-         r"|end[- ]to[- ]end|ci/cd pipeline|pipeline)"),
+         r"|end[- ]to[- ]end|ci/cd pipeline|pipeline|blue[/-]green)"),
+    # Mechanical-sounding verbs over a whole codebase, many files or a framework's major version.
+    _sig("wide-change", 4.0, r"\b(convert|migrat\w*|port|move|switch|replace|upgrad\w*|rewrite)\b[^.?!\n]{0,40}"
+         r"\b(whole|entire|all of (the|our)|every (file|module|service|page|component))\b"
+         r"|\b(used|called|referenced|imported) in (about |around |roughly |~)?\d{2,} (files|places|modules|services)"
+         r"|\b\d{2,}\+? (files|modules|services|repos|call ?sites)\b"
+         r"|\b(upgrad\w*|migrat\w*)\b[^.?!\n]{0,30}\b(django|rails|react|angular|vue|spring|laravel|next(\.js)?"
+         r"|python|node|java|\.net|symfony|flask|express|webpack|kotlin|scala|postgres\w*|mysql|elasticsearch"
+         r"|kubernetes|k8s|terraform|ruby)\b[^.?!\n]{0,25}\d"),
     _sig("judgement", 2.5, r"\b(review\w*|audit\w*|strateg\w*|propos\w*|plan(ning)?\b|trade-?offs?|what fits"
          r"|which (one|tool|library|framework|approach|option|db|database) (is|should|fits|would)|move (off|away from)"
          r"|alternatives?\b|\bvs\.?\b|how should (we|i)\b|does it matter"
@@ -84,7 +92,7 @@ SIGNALS: Final[tuple[Signal, ...]] = (
          r"|correct(ness)? (of|under|when)|proof|prove|formally|lock[- ]free|memory (model|ordering)|atomic\w*)"),
     _sig("open-question", 1.5, r"(what should (we|i) do|how should (we|i)\b|any ideas|\bideas\b|,? help\W*$|^help\b"
          r"|is (it|this|our \w+) (actually|really)|best practice for (our|this))"),
-    _sig("feature", 2.0, r"\b(undo|redo|offline|search (to|for|across|feature|engine)|facets?|typo toleran\w*|sync(hroni[sz]\w*)?( later)?\b|real-?time|collaborat\w*"
+    _sig("feature", 2.0, r"\b(undo(?! (the )?(last )?(git )?commit)|redo|offline|search (to|for|across|feature|engine)|facets?|typo toleran\w*|sync(hroni[sz]\w*)?( later)?\b|real-?time|collaborat\w*"
          r"|feature flags?|rollouts?|targeting|notification system|permissions? system|plugin system"
          r"|i18n|internationali[sz]\w*|rate limit\w*|background jobs?|job queue|webhooks?|\w+ system\b)"),
     _sig("perf-number", 1.5, r"(\b(takes?|took|taking|is|at|to|under|below) ~?\d+(\.\d+)?\s?(ms|s|sec\w*|min\w*"
@@ -103,11 +111,11 @@ SIGNALS: Final[tuple[Signal, ...]] = (
     # --- small, local, mechanical -----------------------------------------------------------
     _sig("cosmetic", -4.0, r"\b(typos?(?! toleran)|(broken|dead) link|spelling|misspell\w*|docstrings?|comments?|commented[- ]out|(re)?format (the|this|it|all|\w+\.\w+)|formatter|black style|prettier|changelog"
          r"|lint\w*|whitespace|indent\w*|newline|trailing|line breaks?|alphabetical\w*|capitali[sz]\w*"
-         r"|wording|reword\w*|punctuation|colou?r|font|padding|margin|blue|red|green|grey|gray|black|white|copyright"
+         r"|wording|reword\w*|punctuation|colou?r|font|padding|margin|blue(?![/-]green)|red|(?<![/-])green|grey|gray|black|white|copyright"
          r"|title of|page say|button text|the text of)\b"),
     _sig("rename", -2.5, r"\b(renam\w*|rename \w+ to|change ['\"]?\w+['\"]? to ['\"]?\w+)"),
     _sig("small-edit", -1.5, r"^\s*(hi!?,?\s+)?(pls|please|can you|could you( please)?)?\s*(quick(ly)?:?\s+)?(add|convert|remove|delete|drop|change|replace|update"
-         r"|bump|set|put|move|fix|close|use|print|log|return|insert|wrap|swap|sort|increase|decrease"
+         r"|bump|set|put|move|fix|close|use|print|log|return|insert|wrap|swap|sort|reorder|rearrange|increase|decrease"
          r"|raise|lower|pin|upgrade|import|export|expose|hide|show|enable|disable|turn)\b"),
     _sig("smallness", -2.0, r"\b(quick(ly)?|simple|small|tiny|minor|trivial|one[- ]liners?|single line"
          r"|one-?word|a couple of lines|(just|only|probably) needs?)\b"),
