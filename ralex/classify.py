@@ -42,7 +42,7 @@ SIGNALS: Final[tuple[Signal, ...]] = (
     _sig("diagnosis", 3.0, r"\b(analy[sz]\w*|investigat\w*|diagnos\w*|root cause|figure out|find out|"
          r"why (is|are|does|do|did|would|the)\b|what causes|what('?s| is) (causing|making|behind)|what could cause|causes? of|debug(ging)? (this|the|why|it|our)\b|profil(ing|er)\b|profile (the|this|it|our)\b|bottleneck\w*"
          r"|help me (find|understand|track)|find (out )?why|which one is right|track down|get(s)? slower|regression)"),
-    _sig("hard-runtime", 3.0, r"\b(concurren\w*|race condition\w*|deadlock\w*|thread(s|ed|ing|-safe)?\b"
+    _sig("hard-runtime", 3.0, r"\b(concurren\w*|race condition\w*|races?\b(?! (car|track|game))|deadlock\w*|thread(s|ed|ing|-safe)?\b"
          r"|parallel\w*|asynchron\w*|distributed|consisten(t|cy)\b|replicat\w*|shard\w*|partition\w*"
          r"|scal(e|ing|able|ability)\b|performance|optimi[sz]\w*|latency|throughput|memory (leak|usage)"
          r"|leak(s|ing)?\b|segfault\w*|crash(es|ing)?\b|intermittent\w*|randomly|flaky|under load"
@@ -59,12 +59,12 @@ SIGNALS: Final[tuple[Signal, ...]] = (
          r"\b(whole|entire|all of (the|our)|every (file|module|service|page|component))\b"
          r"|\b(used|called|referenced|imported) in (about |around |roughly |~)?\d{2,} (files|places|modules|services)"
          r"|\b\d{2,}\+? (files|modules|services|repos|call ?sites)\b"
-         r"|\b(upgrad\w*|migrat\w*)\b[^.?!\n]{0,30}\b(django|rails|react|angular|vue|spring|laravel|next(\.js)?"
+         r"|\b(upgrad\w*|migrat\w*|move|switch|port)\b[^.?!\n]{0,30}\b(django|rails|react|angular|vue|spring|laravel|next(\.js)?"
          r"|python|node|java|\.net|symfony|flask|express|webpack|kotlin|scala|postgres\w*|mysql|elasticsearch"
          r"|kubernetes|k8s|terraform|ruby)\b[^.?!\n]{0,25}\d"),
     _sig("judgement", 2.5, r"\b(review\w*|audit\w*|strateg\w*|propos\w*|plan(ning)?\b|trade-?offs?|what fits"
          r"|which (one|tool|library|framework|approach|option|db|database) (is|should|fits|would)|move (off|away from)"
-         r"|alternatives?\b|\bvs\.?\b|how should (we|i)\b|does it matter"
+         r"|alternatives?\b|\bvs\.?\b|how should (we|i)\b|does it matter|should (we|i|it|the \w+( \w+)?)\b[^?]{0,80}\bor\b"
          r"|evaluat\w*|decide|recommend\w*|best (way|approach)|pros and cons|approach(es)? for|compare)"),
     _sig("scope", 2.0, r"\b(whole|entire|across|codebase|code base|repositor\w*|this repo\b|project structure"
          r"|(all|every) (the )?(\w+ )?(modules?|services?|components?|endpoints?|packages?|layers?|handlers?)"
@@ -74,7 +74,8 @@ SIGNALS: Final[tuple[Signal, ...]] = (
          r"|since (last|we|the|yesterday|this)|no idea|idk\b|not sure why|don'?t know why|weird\w*|strange\w*"
          r"|wrong (when|for|after|on|in|since|results?|totals?|dates?|numbers?|prices?)|off by|no longer"
          r"|passes locally|works locally|on my machine|\b\d+ (in|out of) \d+\b|fails? (on|in|when|with|about)"
-         r"|in prod(uction)?\b|(sent|charged|created|processed|runs?) twice|duplicat\w*|ends? up|empty\b"
+         r"|in prod(uction)?\b|(is|are) wrong\b|\bbug where\b|nothing in the logs|silently"
+         r"|after (a few|several|~?\d+\s?(h|hrs?|hours?|days?|d|min\w*|weeks?))\b|(sent|charged|created|processed|runs?) twice|duplicat\w*|ends? up|empty\b"
          r"|dropp(ing|ed|s)\b|overwrit\w*|sluggish|stuck|hang(s|ing)?\b|oom\b|killed|exit code"
          r"|5\d\d(s|\b)|corrupt\w*|(doesn'?t|does not|stopped|isn'?t|not) work\w*|broke\b|breaks\b|broken\??$|\?\?"
          r"|different (results?|row counts?|counts?|numbers|values|outputs?|answers)|(don'?t|doesn'?t) add up"
@@ -101,7 +102,7 @@ SIGNALS: Final[tuple[Signal, ...]] = (
     _sig("scale", 2.0, r"(\b~?\d+(\.\d+)?\s*(million|billion|[mbk])\s+(rows|records|users|requests|events|items"
          r"|products|documents|messages|customers|lines|files|keys|objects|entries)|\bmillions?\b"
          r"|\bbillions?\b|\bat scale\b|\bhigh[- ]traffic\b)"),
-    _sig("build", 1.5, r"\b(implement\w*|build (a|an|the)|from scratch|new (service|subsystem|feature|module))"),
+    _sig("build", 1.5, r"\b(implement\w*(?! `)|build (a|an|the)|from scratch|new (service|subsystem|feature|module))"),
     _sig("explain-system", 2.0, r"\b(explain|walk me through|how does) (the |our |this )?(architecture|"
          r"design|system|codebase|repo\w*|flow|data flow|whole)"),
     _sig("preserve-behaviour", 1.5, r"\b(keeping|keep|preserv\w*) (the )?(behaviou?r|api|semantics|compatib\w*)"
@@ -130,12 +131,19 @@ SIGNALS: Final[tuple[Signal, ...]] = (
          r"timeout value|max_\w+|getter|setter|readme|changelog|gitignore|\.gitignore)\b"),
     # A lookup: "how do I ...", optionally after naming the tool ("bash: how to ...", "in rust, what is ...").
     _sig("simple-question", -2.0, r"^\s*((in|with) [\w#+.]+,?\s+|[\w#+. ]{1,30}:\s+|[\w#+.]+( [\w#+.]+)? (?=how))?"
-         r"(what('?s| is| are| does)|whats|how (do|can) (i|you)|how to"
-         r"|difference between|can you explain what|is there a way to)\b|\b(equivalent of|syntax (for|to)"
+         r"(what('?s| is| are| does)(?! (causing|making|behind))|whats|how (do|can) (i|you)|how to"
+         r"|what \w+( \w+)? (does|do|should i|to use)\b"
+         r"|difference between|can you explain what|is there a way to)\b|\b(equivalent of|what'?s the difference|syntax (for|to)"
          r"|(the \w+ )?command (to|for)|cron expression)\b"),
     _sig("format-conversion", -2.0, r"\b(json|ya?ml|toml|csv|xml|ini|markdown|html)\s+(to|->|into)\s+"
          r"(json|ya?ml|toml|csv|xml|ini|markdown|html|table)\b"),
-    _sig("value-change", -2.0, r"\b(change|set|bump|update|replace|switch)\b[^.?!\n]{0,60}\bfrom\s+\S+\s+to\s+\S+"),
+    _sig("value-change", -2.0, r"\b(change|set|bump|update|replace|switch)\b[^.?!\n]{0,60}\bfrom\s+[\d'\"`$~^]\S*\s+to\s+\S+"
+         r"|\b(set|change|bump|increase|decrease|raise|lower) (the )?[\w.`'\"\[\]-]+ (to|=) ['\"`]?[\d$]"),
+    # Another tool or library for the same job: a migration, however short the request.
+    _sig("tech-switch", 3.0, r"\b(switch|move|convert|migrate|port)\b[^.?!\n]{0,30}\bfrom [a-z][\w.+-]*( [a-z][\w.+-]*)?"
+         r" (to|into) [a-z]"),
+    _sig("sweeping", 2.5, r"\b(replace|move|convert|migrate|rename|update|upgrade|bump|change|port)\b[^.?!\n]{0,30}"
+         r"\b(all (of )?(the|our)\b|all dependencies)|\beverywhere\b|\bthe lot\b|\bin the (whole )?(repo|codebase)\b"),
     _sig("proofread", -3.0, r"\b(grammar|spell[- ]?check|proofread\w*)\b"),
     _sig("one-snippet", -1.5, r"\b(a|one) single (task|function|command|line|query|regex|step|rule|test|snippet)\b"),
 )
