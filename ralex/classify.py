@@ -65,6 +65,7 @@ SIGNALS: Final[tuple[Signal, ...]] = (
     _sig("judgement", 2.5, r"\b(review\w*|audit\w*|strateg\w*|propos\w*|plan(ning)?\b|trade-?offs?|what fits"
          r"|which (one|tool|library|framework|approach|option|db|database) (is|should|fits|would)|move (off|away from)"
          r"|alternatives?\b|\bvs\.?\b|how should (we|i)\b|does it matter|should (we|i|it|the \w+( \w+)?)\b[^?]{0,80}\bor\b"
+         r"|\bshould\b[^?]{0,60}\b(live|go|belong|sit|happen|run)\b[^?]{0,40}\bor\b"
          r"|evaluat\w*|decide|recommend\w*|best (way|approach)|pros and cons|approach(es)? for|compare)"),
     _sig("scope", 2.0, r"\b(whole|entire|across|codebase|code base|repositor\w*|this repo\b|project structure"
          r"|(all|every) (the )?(\w+ )?(modules?|services?|components?|endpoints?|packages?|layers?|handlers?)"
