@@ -94,7 +94,7 @@ SIGNALS: Final[tuple[Signal, ...]] = (
          r"|correct(ness)? (of|under|when)|proof|prove|formally|lock[- ]free|memory (model|ordering)|atomic\w*)"),
     _sig("open-question", 1.5, r"(what should (we|i) do|how should (we|i)\b|any ideas|\bideas\b|,? help\W*$|^help\b"
          r"|is (it|this|our \w+) (actually|really)|best practice for (our|this))"),
-    _sig("feature", 2.0, r"\b(undo(?! (the )?(last )?(git )?commit)|redo|offline|search (to|for|across|feature|engine)|facets?|typo toleran\w*|sync(hroni[sz]\w*)?( later)?\b|real-?time|collaborat\w*"
+    _sig("feature", 2.0, r"\b(undo(?! (the |my |a )?(last )?(git )?commit)|redo|offline|search (to|for|across|feature|engine)|facets?|typo toleran\w*|sync(hroni[sz]\w*)?( later)?\b|real-?time|collaborat\w*"
          r"|feature flags?|rollouts?|targeting|notification system|permissions? system|plugin system"
          r"|i18n|internationali[sz]\w*|rate limit\w*|background jobs?|job queue|webhooks?|\w+ system\b)"),
     _sig("perf-number", 1.5, r"(\b(takes?|took|taking|is|at|to|under|below) ~?\d+(\.\d+)?\s?(ms|s|sec\w*|min\w*"
@@ -116,8 +116,8 @@ SIGNALS: Final[tuple[Signal, ...]] = (
          r"|wording|reword\w*|punctuation|colou?r|font|padding|margin|blue(?![/-]green)|red|(?<![/-])green|grey|gray|black|white|copyright"
          r"|title of|page say|button text|the text of)\b"),
     _sig("rename", -2.5, r"\b(renam\w*|rename \w+ to|change ['\"]?\w+['\"]? to ['\"]?\w+)"),
-    _sig("small-edit", -1.5, r"^\s*(hi!?,?\s+)?(pls|please|can you|could you( please)?)?\s*(quick(ly)?:?\s+)?(add|convert|remove|delete|drop|change|replace|update"
-         r"|bump|set|put|move|fix|close|use|print|log|return|insert|wrap|swap|sort|reorder|rearrange|increase|decrease"
+    _sig("small-edit", -1.5, r"^\s*([\w#+. ]{1,20}:\s+)?(hi!?,?\s+)?(pls|please|can you|could you( please)?)?\s*(quick(ly)?:?\s+)?(add|convert|remove|delete|drop|change|replace|update"
+         r"|bump|set|put|move|fix|close|use|print|log|return|insert|wrap|swap|sort|reorder|rearrange|center|centre|align|mark|give|increase|decrease"
          r"|raise|lower|pin|upgrade|import|export|expose|hide|show|enable|disable|turn)\b"),
     _sig("smallness", -2.0, r"\b(quick(ly)?|simple|small|tiny|minor|trivial|one[- ]liners?|single line"
          r"|one-?word|a couple of lines|(just|only|probably) needs?)\b"),
