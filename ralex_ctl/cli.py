@@ -15,7 +15,7 @@ import time
 import webbrowser
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -352,8 +352,7 @@ def budget_show(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--jso
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     else:
-        console.print(render.budget_line(data))
-        console.print(render.caps_line(data))
+        _print_budget(data)
 
 
 @budget_app.command("set")
@@ -400,6 +399,10 @@ def budget_cap(
 def _apply_budget(**changes: object) -> None:
     data = ProxyClient(find_project()).set_budget(**{k: v for k, v in changes.items() if v is not None})
     console.print("[green]budget updated (live)[/green]")
+    _print_budget(data)
+
+
+def _print_budget(data: dict[str, Any]) -> None:
     console.print(render.budget_line(data))
     console.print(render.caps_line(data))
 
