@@ -13,9 +13,9 @@ from typing import Final
 
 from ralex.budget import BudgetSnapshot, Tier, affordable_output_tokens, usd, worst_case_cost
 from ralex.classify import SMART_THRESHOLD, classify
+from ralex.params import ALIASES
 
 AUTO: Final = "auto"
-ALIASES: Final = ("auto", "cheap", "smart", "yolo")
 ALLOWED_BY_TIER: Final[dict[Tier, tuple[str, ...]]] = {
     "full": ("cheap", "smart", "yolo"),
     "economy": ("cheap", "yolo"),
@@ -202,7 +202,8 @@ def _fallbacks(alias: str, tier: Tier, prompt_tokens: int, max_tokens: int, wors
                cfg: RoutingConfig) -> tuple[tuple[Fallback, ...], float, str]:
     """Fallback chain the budget can carry; each gets the output allowance that fits its cap.
 
-    The hold grows to the dearest member, so a fallback can never push spend past the limit.
+    Every attempt may be billed (an attempt that timed out was still generated upstream), so the
+    hold is the sum of the chain's worst cases, and a fallback joins only if that sum still fits.
     """
     chain: list[Fallback] = []
     reserve = worst
@@ -212,13 +213,13 @@ def _fallbacks(alias: str, tier: Tier, prompt_tokens: int, max_tokens: int, wors
         if name not in ALLOWED_BY_TIER[tier]:
             skipped.append(f"{name} (tier)")
             continue
-        fits = affordable_output_tokens(min(spec.max_cost_per_request, remaining), prompt_tokens,
+        fits = affordable_output_tokens(min(spec.max_cost_per_request, remaining - reserve), prompt_tokens,
                                         spec.prompt_price, spec.completion_price)
         fb_tokens = min(max_tokens, fits)
         if fb_tokens < min(max_tokens, cfg.min_output_tokens):
             skipped.append(f"{name} (budget)")
             continue
         chain.append(Fallback(name, fb_tokens))
-        reserve = max(reserve, spec.worst_case(prompt_tokens, fb_tokens))
+        reserve += spec.worst_case(prompt_tokens, fb_tokens)
     note = f"; no fallback to {', '.join(skipped)}" if skipped else ""
     return tuple(chain), reserve, note

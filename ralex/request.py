@@ -13,6 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ralex.media import ImageError, data_url_image_size, image_tokens_bound
+from ralex.params import RequestError, check_messages, check_model
+
+__all__ = ["ChatRequest", "RequestError", "content_text", "estimate_prompt_tokens", "task_text"]
+
 _REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL | re.IGNORECASE)
 _HOUSEKEEPING = re.compile(
     r"(you are a title generator|generate (a )?(brief |short |concise )?title|thread title"
@@ -20,14 +25,11 @@ _HOUSEKEEPING = re.compile(
     r"|provide a detailed prompt for continuing|tasked with summari[sz]ing)",
     re.IGNORECASE,
 )
-PER_MESSAGE_TOKENS: Final = 4
-BYTES_PER_TOKEN_FLOOR: Final = 3
-"""Prompt tokens are estimated as UTF-8 bytes / 3, rounded up: above what BPE tokenizers produce
-for English and code (about 4 bytes a token), so a reservation is an upper bound."""
-
-
-class RequestError(ValueError):
-    """The request body cannot be served; the message says what is wrong and how to fix it."""
+PER_MESSAGE_TOKENS: Final = 8
+TOOLS_OVERHEAD_TOKENS: Final = 600
+"""What providers add when tools are offered (Anthropic's tool-use system prompt is ~350 tokens)."""
+CACHE_WRITE_FACTOR: Final = 1.25
+"""A prompt with ``cache_control`` breakpoints may be billed as a cache write: 1.25x the input price."""
 
 
 def content_text(content: object) -> str:
@@ -45,18 +47,6 @@ def content_text(content: object) -> str:
                 parts.append(part)
         return "\n".join(parts)
     return str(content)
-
-
-def validate_messages(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    messages = body.get("messages")
-    if messages is None:
-        raise RequestError("the request has no 'messages'; send a chat completion with a messages list")
-    if not isinstance(messages, list) or not messages:
-        raise RequestError("'messages' must be a non-empty list of {role, content} objects")
-    for index, message in enumerate(messages):
-        if not isinstance(message, Mapping) or "role" not in message:
-            raise RequestError(f"messages[{index}] must be an object with a 'role'")
-    return messages
 
 
 def task_text(messages: Sequence[Mapping[str, Any]]) -> str:
@@ -81,15 +71,48 @@ def is_housekeeping(messages: Sequence[Mapping[str, Any]]) -> bool:
 
 
 def estimate_prompt_tokens(messages: Sequence[Mapping[str, Any]], tools: object = None) -> int:
-    """Conservative prompt size in tokens (see :data:`BYTES_PER_TOKEN_FLOOR`)."""
-    total_bytes = 0
-    for message in messages:
-        total_bytes += len(content_text(message.get("content")).encode())
-        if message.get("tool_calls"):
-            total_bytes += len(json.dumps(message["tool_calls"]).encode())
+    """Prompt size in tokens, from above: never below what a provider bills for the same prompt.
+
+    Text counts one token per UTF-8 byte: byte-level BPE and SentencePiece with byte fallback
+    never make more tokens than bytes, whatever the script (CJK, emoji, random symbols). Images
+    count their pixel bound (:func:`ralex.media.image_tokens_bound`); tool calls and tool
+    definitions their JSON bytes; each message a framing allowance. With ``cache_control`` the
+    total is scaled to the cache-write price. Raises :class:`RequestError` for an image it cannot size.
+    """
+    total = 0
+    cached = False
+    for index, message in enumerate(messages):
+        total += PER_MESSAGE_TOKENS
+        cached = cached or "cache_control" in message
+        content = message.get("content")
+        if isinstance(content, str):
+            total += len(content.encode())
+        elif isinstance(content, Sequence):
+            for part in content:
+                if not isinstance(part, Mapping):
+                    total += len(str(part).encode())
+                    continue
+                cached = cached or "cache_control" in part
+                if isinstance(part.get("text"), str):
+                    total += len(part["text"].encode())
+                elif part.get("type") == "image_url":
+                    total += _image_tokens(part.get("image_url"), index)
+        for key in ("tool_calls", "name", "tool_call_id", "reasoning", "reasoning_content"):
+            value = message.get(key)
+            if value:
+                total += len(value.encode()) if isinstance(value, str) else len(json.dumps(value).encode())
     if tools:
-        total_bytes += len(json.dumps(tools).encode())
-    return math.ceil(total_bytes / BYTES_PER_TOKEN_FLOOR) + PER_MESSAGE_TOKENS * len(messages)
+        total += len(json.dumps(tools).encode()) + TOOLS_OVERHEAD_TOKENS
+    return math.ceil(total * CACHE_WRITE_FACTOR) if cached else total
+
+
+def _image_tokens(image: object, index: int) -> int:
+    url = image.get("url") if isinstance(image, Mapping) else image
+    try:
+        width, height = data_url_image_size(url if isinstance(url, str) else "")
+    except ImageError as exc:
+        raise RequestError(f"messages[{index}]: {exc}") from None
+    return image_tokens_bound(width, height)
 
 
 def requested_max_tokens(body: Mapping[str, Any]) -> int | None:
@@ -143,10 +166,8 @@ class ChatRequest:
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ChatRequest:
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise RequestError("the request has no 'model'; use one of ralex's aliases: auto, cheap, smart, yolo")
-        messages = validate_messages(body)
+        model = check_model(body)
+        messages = check_messages(body)
         return cls(
             requested_alias=model,
             task=task_text(messages),
