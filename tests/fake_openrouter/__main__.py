@@ -18,8 +18,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--catalog", type=Path, help='JSON file in /api/v1/models shape: {"data": [...]}')
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--cancel-billing", choices=["full", "partial"], default="full",
+                        help="what a stream cancelled by the client bills (POST /_fake/settings changes it)")
     args = parser.parse_args(argv)
-    state = FakeState()
+    state = FakeState(cancel_billing=args.cancel_billing)
     if args.catalog is not None:
         state.catalog = json.loads(args.catalog.read_text())["data"]
     uvicorn.run(create_app(state), host=args.host, port=args.port, log_level=args.log_level)

@@ -1,9 +1,11 @@
-"""A faithful, deterministic fake of the OpenRouter HTTP API (models, key, chat completions).
+"""A faithful, deterministic fake of the OpenRouter HTTP API (models, key, chat completions, generations).
 
 Wire shapes follow OpenRouter's docs: string per-token prices in ``/api/v1/models``, ``usage.cost`` in
-every completion (and in the last SSE chunk of a stream), ``: OPENROUTER PROCESSING`` SSE comments and
-``{"error": {"code", "message", "metadata"}}`` errors. A ``/_fake/*`` control API scripts replies and
-injects faults; nothing there exists on the real service.
+every completion (and in the last SSE chunk of a stream), ``: OPENROUTER PROCESSING`` SSE comments,
+``{"error": {"code", "message", "metadata"}}`` errors and ``/api/v1/generation?id=`` records. Billing follows
+the real service: a generation the provider produced is billed even if the client never sees it (a timed-out
+request, a cancelled stream), an upstream error status bills nothing. A ``/_fake/*`` control API scripts
+replies, injects faults and changes settings; nothing there exists on the real service.
 """
 
 from __future__ import annotations
@@ -14,14 +16,19 @@ import math
 import re
 import secrets
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.types import Receive, Scope, Send
+
+from tests.fake_openrouter.media import MediaCount, count_media
 
 Json = dict[str, Any]
 
@@ -122,9 +129,37 @@ class ScriptBody(BaseModel):
     replies: list[ScriptedReply]
 
 
+CancelBilling = Literal["partial", "full"]
+
+
+class GenerationDelay(BaseModel):
+    """How long a billed generation stays invisible to ``GET /api/v1/generation`` (404 meanwhile)."""
+
+    lookups: int = Field(0, ge=0)
+    """The first ``lookups`` lookups of each generation answer 404."""
+    seconds: float = Field(0.0, ge=0)
+    """Lookups within ``seconds`` of the generation being billed answer 404."""
+
+
+class SettingsBody(BaseModel):
+    """``POST /_fake/settings``: only the fields given change."""
+
+    cancel_billing: CancelBilling | None = None
+    generation_delay: GenerationDelay | None = None
+
+
+@dataclass
+class Generation:
+    """A billed generation: its ``/api/v1/generation`` data, when it was billed, lookups so far."""
+
+    data: Json
+    billed_at: float
+    lookups: int = 0
+
+
 @dataclass
 class FakeState:
-    """Everything the fake knows: catalog, queued faults and replies, recorded requests, usage."""
+    """Everything the fake knows: catalog, queued faults and replies, settings, recorded requests, billing."""
 
     catalog: list[Json] = field(default_factory=default_catalog)
     faults: list[Fault] = field(default_factory=list)
@@ -133,13 +168,51 @@ class FakeState:
     usage_cost: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cancel_billing: CancelBilling = "full"
+    """What a stream cancelled by the client bills: ``"full"`` (the provider finishes the generation anyway,
+    as most do) or ``"partial"`` (the provider stops: prompt + the completion tokens sent so far)."""
+    generation_delay: GenerationDelay = field(default_factory=GenerationDelay)
+    generations: dict[str, Generation] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._initial_settings = self.settings()
+
+    def settings(self) -> Json:
+        return {"cancel_billing": self.cancel_billing, "generation_delay": self.generation_delay.model_dump()}
+
+    def apply_settings(self, settings: SettingsBody) -> None:
+        if settings.cancel_billing is not None:
+            self.cancel_billing = settings.cancel_billing
+        if settings.generation_delay is not None:
+            self.generation_delay = settings.generation_delay
 
     def reset(self) -> None:
-        """Forget faults, scripts, recorded requests and usage (the catalog stays)."""
+        """Forget faults, scripts, recorded requests, generations and usage; settings go back to their
+        initial values (the catalog stays)."""
         self.faults.clear()
         self.scripts.clear()
         self.requests.clear()
+        self.generations.clear()
         self.usage_cost, self.prompt_tokens, self.completion_tokens = 0.0, 0, 0
+        self.apply_settings(SettingsBody.model_validate(self._initial_settings))
+
+    def record_generation(self, data: Json) -> None:
+        """Bill a generation: add it to the totals and make it (eventually) visible to lookups."""
+        self.usage_cost = round(self.usage_cost + data["total_cost"], 12)
+        self.prompt_tokens += data["tokens_prompt"]
+        self.completion_tokens += data["tokens_completion"]
+        self.generations[data["id"]] = Generation(data, time.monotonic())
+
+    def visible_generation(self, generation_id: str) -> Json | None:
+        """The generation's data, unless it does not exist or ``generation_delay`` still hides it."""
+        generation = self.generations.get(generation_id)
+        if generation is None:
+            return None
+        generation.lookups += 1
+        delay = self.generation_delay
+        if generation.lookups <= delay.lookups or time.monotonic() - generation.billed_at < delay.seconds:
+            return None
+        return generation.data
 
     def model(self, model_id: str) -> Json | None:
         return next((m for m in self.catalog if m["id"] == model_id), None)
@@ -202,12 +275,13 @@ def tokens(chars: int) -> int:
     return math.ceil(chars / 4)
 
 
-def prompt_tokens(body: Json) -> int:
-    """ceil((content chars + compact tools JSON chars) / 4) + 4 per message."""
+def prompt_tokens(body: Json, media: MediaCount | None = None) -> int:
+    """ceil((content chars + compact tools JSON chars) / 4) + 4 per message + non-text part tokens."""
     chars = sum(len(part) for m in body["messages"] for part in text_parts(m.get("content")))
     if body.get("tools"):
         chars += len(json.dumps(body["tools"], separators=(",", ":")))
-    return tokens(chars) + 4 * len(body["messages"])
+    media = media if media is not None else count_media(body["messages"])
+    return tokens(chars) + 4 * len(body["messages"]) + media.tokens
 
 
 def max_tokens_of(body: Json) -> int | None:
@@ -291,13 +365,15 @@ def completion_tokens(reply: Reply) -> int:
     return tokens(len(reply.content) + sum(len(c["function"]["arguments"]) for c in reply.tool_calls))
 
 
-def make_usage(model: Json, prompt: int, completion: int) -> Json:
-    """OpenRouter's usage object; ``cost`` is tokens x the catalog's per-token prices."""
+def make_usage(model: Json, prompt: int, completion: int, images: int = 0) -> Json:
+    """OpenRouter's usage object; ``cost`` is tokens x the catalog's per-token prices (+ per request, per
+    input image)."""
     pricing = model["pricing"]
     cost = (
         Decimal(pricing["prompt"]) * prompt
         + Decimal(pricing["completion"]) * completion
         + Decimal(pricing.get("request", "0"))
+        + Decimal(pricing.get("image", "0")) * images
     )
     return {
         "prompt_tokens": prompt,
@@ -336,23 +412,105 @@ def stream_deltas(reply: Reply) -> list[Json]:
     return deltas
 
 
-class Completion:
-    """One chat completion being answered, as JSON or as an SSE stream."""
+def delta_chars(delta: Json) -> int:
+    """The completion characters a stream delta carries (content and tool-call arguments)."""
+    calls = delta.get("tool_calls") or []
+    return len(delta.get("content") or "") + sum(len(c["function"].get("arguments", "")) for c in calls)
 
-    def __init__(self, state: FakeState, body: Json, reply: Reply, model: Json) -> None:
-        self.state, self.body, self.reply, self.model = state, body, reply, model
+
+class Completion:
+    """One chat completion being answered, as JSON or as an SSE stream, and the generation it bills."""
+
+    def __init__(self, state: FakeState, body: Json, reply: Reply, model: Json, record: Json,
+                 started: float, headers: Any = None) -> None:
+        self.state, self.body, self.reply, self.model, self.record = state, body, reply, model, record
         self.id = f"gen-{int(time.time())}-{secrets.token_urlsafe(15)}"
+        self.upstream_id = f"chatcmpl-{uuid.uuid4()}"
         self.created = int(time.time())
+        self.created_at = datetime.now(UTC).isoformat()
+        self.started = started
+        self.first_output: float | None = None
+        self.headers = dict(headers or {})
+        self.streamed = bool(body.get("stream"))
         self.provider = provider_of(model["id"])
-        self.usage = make_usage(model, prompt_tokens(body), completion_tokens(reply))
+        self.media = count_media(body["messages"])
+        self.usage = make_usage(model, prompt_tokens(body, self.media), completion_tokens(reply), self.media.images)
+        self.billed: Json | None = None
+        record["generation_id"] = self.id
 
     def native_finish(self, reason: str) -> str:
         return NATIVE_FINISH.get(self.provider, {}).get(reason, reason)
 
-    def charge(self) -> None:
-        self.state.usage_cost = round(self.state.usage_cost + self.usage["cost"], 12)
-        self.state.prompt_tokens += self.usage["prompt_tokens"]
-        self.state.completion_tokens += self.usage["completion_tokens"]
+    def mark_output(self) -> None:
+        if self.first_output is None:
+            self.first_output = time.monotonic()
+
+    def bill(self, completion: int, finish_reason: str | None, cancelled: bool = False) -> None:
+        """Bill the generation once: the prompt and ``completion`` tokens, in OpenRouter's generation shape."""
+        if self.billed is not None:
+            return
+        prompt = self.usage["prompt_tokens"]
+        cost = make_usage(self.model, prompt, completion, self.media.images)["cost"]
+        now = time.monotonic()
+        latency = round(((self.first_output or now) - self.started) * 1000)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        referer = headers.get("http-referer") or headers.get("referer")
+        self.billed = {
+            "id": self.id,
+            "upstream_id": self.upstream_id,
+            "total_cost": cost,
+            "cache_discount": None,
+            "upstream_inference_cost": None,
+            "created_at": self.created_at,
+            "model": self.model["id"],
+            "app_id": None,
+            "streamed": self.streamed,
+            "cancelled": cancelled,
+            "provider_name": self.provider,
+            "latency": latency,
+            "moderation_latency": None,
+            "generation_time": round((now - self.started) * 1000),
+            "finish_reason": finish_reason,
+            "native_finish_reason": self.native_finish(finish_reason) if finish_reason else None,
+            "tokens_prompt": prompt,
+            "tokens_completion": completion,
+            "native_tokens_prompt": prompt,
+            "native_tokens_completion": completion,
+            "native_tokens_completion_images": 0,
+            "native_tokens_reasoning": 0,
+            "native_tokens_cached": 0,
+            "num_media_prompt": self.media.media,
+            "num_input_audio_prompt": self.media.audio,
+            "num_media_completion": 0,
+            "num_search_results": 0,
+            "num_fetches": 0,
+            "origin": referer or "",
+            "usage": cost,
+            "is_byok": False,
+            "external_user": self.body.get("user") if isinstance(self.body.get("user"), str) else None,
+            "api_type": "completions",
+            "router": None,
+            "http_referer": referer,
+            "user_agent": headers.get("user-agent"),
+            "provider_responses": [{"status": 200, "provider_name": self.provider}],
+            "preset_id": None,
+            "service_tier": None,
+            "data_region": "global",
+            "web_search_engine": None,
+        }
+        self.state.record_generation(self.billed)
+        self.record["billed_cost"] = cost
+        self.record["cancelled"] = cancelled
+
+    def bill_full(self) -> None:
+        self.bill(self.usage["completion_tokens"], self.reply.finish_reason)
+
+    def bill_cancelled(self, delivered_chars: int) -> None:
+        """The client went away: bill per ``cancel_billing`` (full reply, or only what was sent)."""
+        if self.state.cancel_billing == "full":
+            self.bill(self.usage["completion_tokens"], self.reply.finish_reason, cancelled=True)
+        else:
+            self.bill(tokens(delivered_chars), None, cancelled=True)
 
     def envelope(self, obj: str, choices: list[Json]) -> Json:
         return {
@@ -381,7 +539,8 @@ class Completion:
             "index": 0,
             "message": message,
         }
-        self.charge()
+        self.mark_output()
+        self.bill_full()
         return {**self.envelope("chat.completion", [choice]), "usage": self.usage}
 
     def chunk(self, delta: Json, finish_reason: str | None = None) -> Json:
@@ -396,22 +555,48 @@ class Completion:
         return self.envelope("chat.completion.chunk", [choice])
 
     async def stream(self, chunk_delay: float, fail_after: Fault | None) -> AsyncIterator[str]:
-        """Comment, role/content/tool-call chunks, finish chunk, usage chunk, ``[DONE]``."""
-        yield PROCESSING_COMMENT
-        chunks = [self.chunk(d) for d in stream_deltas(self.reply)]
-        chunks.append(self.chunk({}, self.reply.finish_reason))
-        for sent, chunk in enumerate(chunks):
-            if fail_after is not None and sent >= min(fail_after.after_chunks, len(chunks) - 1):
-                message = fail_after.message or "Provider disconnected unexpectedly"
-                error = error_body(fail_after.code, message, {"provider_name": self.provider})
-                yield sse({**self.chunk({"content": ""}, "error"), **error})
-                return
-            if sent and chunk_delay:
-                await asyncio.sleep(chunk_delay)
-            yield sse(chunk)
-        self.charge()
-        yield sse({**self.envelope("chat.completion.chunk", []), "usage": self.usage})
-        yield sse("[DONE]")
+        """Comment, role/content/tool-call chunks, finish chunk, usage chunk, ``[DONE]``.
+
+        Bills when the reply is complete, when a mid-stream error cuts it (the chunks sent so far) or, if the
+        client goes away first, per ``cancel_billing``.
+        """
+        delivered = 0  # completion characters in chunks the client has taken
+        try:
+            yield PROCESSING_COMMENT
+            deltas = stream_deltas(self.reply)
+            chunks = [(self.chunk(d), delta_chars(d)) for d in deltas]
+            chunks.append((self.chunk({}, self.reply.finish_reason), 0))
+            for sent, (chunk, chars) in enumerate(chunks):
+                if fail_after is not None and sent >= min(fail_after.after_chunks, len(chunks) - 1):
+                    message = fail_after.message or "Provider disconnected unexpectedly"
+                    error = error_body(fail_after.code, message, {"provider_name": self.provider})
+                    self.bill(tokens(delivered), "error")
+                    yield sse({**self.chunk({"content": ""}, "error"), **error})
+                    return
+                if sent and chunk_delay:
+                    await asyncio.sleep(chunk_delay)
+                self.mark_output()
+                yield sse(chunk)
+                delivered += chars
+            self.bill_full()
+            yield sse({**self.envelope("chat.completion.chunk", []), "usage": self.usage})
+            yield sse("[DONE]")
+        finally:
+            if self.billed is None:
+                self.bill_cancelled(delivered)
+
+
+class GenerationStream(StreamingResponse):
+    """A streaming response that closes its generator as soon as the client is gone, so a cancelled
+    stream is billed right away (not whenever the generator is garbage-collected)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 def redact(headers: Any) -> Json:
@@ -462,6 +647,7 @@ def create_app(state: FakeState | None = None) -> FastAPI:
             body: Any = json.loads(raw)
         except ValueError:
             body = None
+        started = time.monotonic()
         record: Json = {
             "path": request.url.path,
             "authorized": check_key(request) is None,
@@ -471,13 +657,16 @@ def create_app(state: FakeState | None = None) -> FastAPI:
             "max_tokens": max_tokens_of(body) if isinstance(body, dict) else None,
             "stream": bool(body.get("stream")) if isinstance(body, dict) else False,
             "status": 200,
+            "generation_id": None,
+            "billed_cost": 0.0,
+            "cancelled": False,
         }
         fake.requests.append(record)
-        response = await answer(request, body)
+        response = await answer(request, body, record, started)
         record["status"] = response.status_code
         return response
 
-    async def answer(request: Request, body: Any) -> JSONResponse | StreamingResponse:
+    async def answer(request: Request, body: Any, record: Json, started: float) -> JSONResponse | StreamingResponse:
         if (denied := check_key(request)) is not None:
             return denied
         if body is None:
@@ -490,27 +679,41 @@ def create_app(state: FakeState | None = None) -> FastAPI:
         if (fault := fake.take_fault("status", model_id)) is not None:
             message = fault.message or "Provider returned error"
             return error_response(fault.status, message, {"provider_name": provider_of(model_id)})
-        if (fault := fake.take_fault("timeout", model_id)) is not None:
-            await asyncio.sleep(fault.seconds)
-            if await request.is_disconnected():
-                return JSONResponse(error_body(499, "Client closed request"), status_code=499)
+        timeout = fake.take_fault("timeout", model_id)
+        if timeout is not None:
+            await asyncio.sleep(timeout.seconds)
         slow = fake.take_fault("slow", model_id)
         fail = fake.take_fault("midstream_error", model_id) if streaming else None
         reply = truncate(decide_reply(body, fake.take_script(model_id, bool(body.get("tools")))), max_tokens_of(body))
-        completion = Completion(fake, body, reply, model)
+        completion = Completion(fake, body, reply, model, record, started, request.headers)
         delay = slow.chunk_delay if slow is not None else 0.0
+        if not streaming and delay:
+            await asyncio.sleep(delay * (len(stream_deltas(reply)) + 1))
+        if (timeout is not None or (delay and not streaming)) and await request.is_disconnected():
+            # The provider generated the answer although nobody is left to read it: OpenRouter bills it.
+            if streaming:
+                completion.bill_cancelled(0)
+            else:
+                completion.bill_full()
+            return JSONResponse(error_body(499, "Client closed request"), status_code=499)
         if streaming:
             headers = {
                 "Cache-Control": "no-cache",
                 "X-Accel-Buffering": "no",
                 "X-Generation-Id": completion.id,
             }
-            return StreamingResponse(
-                completion.stream(delay, fail), media_type="text/event-stream", headers=headers
-            )
-        if delay:
-            await asyncio.sleep(delay * (len(stream_deltas(reply)) + 1))
+            return GenerationStream(completion.stream(delay, fail), media_type="text/event-stream", headers=headers)
         return JSONResponse(completion.json(), headers={"X-Generation-Id": completion.id})
+
+    @app.get("/api/v1/generation")
+    async def get_generation(request: Request, generation_id: str | None = Query(None, alias="id")) -> Any:
+        if (denied := check_key(request)) is not None:
+            return denied
+        if not generation_id:
+            return error_response(400, "Missing generation id: pass ?id=gen-...")
+        if (data := fake.visible_generation(generation_id)) is None:
+            return error_response(404, "Generation not found")
+        return {"data": data}
 
     @app.post("/_fake/faults")
     async def add_faults(payload: FaultsBody) -> Json:
@@ -552,6 +755,20 @@ def create_app(state: FakeState | None = None) -> FastAPI:
             "prompt_tokens": fake.prompt_tokens,
             "completion_tokens": fake.completion_tokens,
             "requests": len(fake.requests),
+            "generations": len(fake.generations),
         }
+
+    @app.get("/_fake/generations")
+    async def billed_generations() -> Json:
+        return {"generations": [g.data for g in fake.generations.values()]}
+
+    @app.get("/_fake/settings")
+    async def get_settings() -> Json:
+        return fake.settings()
+
+    @app.post("/_fake/settings")
+    async def set_settings(payload: SettingsBody) -> Json:
+        fake.apply_settings(payload)
+        return fake.settings()
 
     return app

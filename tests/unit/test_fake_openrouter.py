@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import socket
+import struct
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from tests.fake_openrouter import FakeState, create_app
+from tests.fake_openrouter.media import image_size
 
 AUTH = {"Authorization": "Bearer sk-or-v1-0123456789abcdef"}
 LITE = "google/gemini-2.5-flash-lite"
@@ -319,7 +327,16 @@ def test_midstream_error_streams_some_chunks_then_an_error_event(client: TestCli
     error = chunks[-1]
     assert error["error"]["message"] == "Provider disconnected unexpectedly"
     assert error["choices"][0]["finish_reason"] == "error"
-    assert client.get("/api/v1/key", headers=AUTH).json()["data"]["usage"] == 0
+    delivered = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[:-1])
+    (generation,) = client.get("/_fake/generations").json()["generations"]
+    assert generation["id"] == error["id"]
+    assert generation["finish_reason"] == "error"
+    assert generation["cancelled"] is False
+    assert generation["tokens_completion"] == math.ceil(len(delivered) / 4) > 0
+    billed = expected_cost(LITE, generation["tokens_prompt"], generation["tokens_completion"])
+    assert generation["total_cost"] == pytest.approx(billed)
+    assert client.get("/api/v1/key", headers=AUTH).json()["data"]["usage"] == pytest.approx(billed)
+    assert client.get("/_fake/requests").json()["requests"][0]["billed_cost"] == pytest.approx(billed)
 
 
 def test_slow_fault_spaces_out_stream_chunks(client: TestClient) -> None:
@@ -390,3 +407,383 @@ def test_requests_are_recorded_with_auth_redacted_and_reset_clears(client: TestC
     client.post("/_fake/reset")
     assert client.get("/_fake/requests").json() == {"requests": []}
     assert client.get("/api/v1/key", headers=AUTH).json()["data"]["usage"] == 0
+
+
+# --- generations: lookup, billing, delay ---------------------------------------------------------
+
+GENERATION_FIELDS = {
+    "id", "upstream_id", "total_cost", "cache_discount", "upstream_inference_cost", "created_at", "model",
+    "app_id", "streamed", "cancelled", "provider_name", "latency", "moderation_latency", "generation_time",
+    "finish_reason", "native_finish_reason", "tokens_prompt", "tokens_completion", "native_tokens_prompt",
+    "native_tokens_completion", "native_tokens_completion_images", "native_tokens_reasoning",
+    "native_tokens_cached", "num_media_prompt", "num_input_audio_prompt", "num_media_completion",
+    "num_search_results", "num_fetches", "origin", "usage", "is_byok", "external_user", "api_type", "router",
+    "http_referer", "user_agent", "provider_responses", "preset_id", "service_tier", "data_region",
+    "web_search_engine",
+}  # fmt: skip
+
+
+def lookup(client: Any, generation_id: str) -> Any:
+    return client.get("/api/v1/generation", params={"id": generation_id}, headers=AUTH)
+
+
+def test_generation_lookup_has_openrouter_shape_and_the_billed_cost(client: TestClient) -> None:
+    response = client.post(
+        "/api/v1/chat/completions",
+        json={"model": LITE, "messages": [{"role": "user", "content": "Hi"}], "user": "user-42"},
+        headers={**AUTH, "HTTP-Referer": "https://ralex.test/", "User-Agent": "ralex-test"},
+    )
+    body = response.json()
+    generation_id = response.headers["X-Generation-Id"]
+
+    found = lookup(client, generation_id)
+
+    assert generation_id == body["id"]
+    assert found.status_code == 200
+    data = found.json()["data"]
+    assert set(data) == GENERATION_FIELDS
+    assert data["id"] == generation_id
+    assert data["total_cost"] == body["usage"]["cost"] > 0
+    assert data["usage"] == data["total_cost"]
+    assert data["model"] == LITE
+    assert data["provider_name"] == "Google"
+    assert (data["streamed"], data["cancelled"], data["is_byok"]) == (False, False, False)
+    assert (data["finish_reason"], data["native_finish_reason"]) == ("stop", "STOP")
+    assert data["tokens_prompt"] == data["native_tokens_prompt"] == body["usage"]["prompt_tokens"]
+    assert data["tokens_completion"] == data["native_tokens_completion"] == body["usage"]["completion_tokens"]
+    assert data["num_media_prompt"] == 0
+    assert data["upstream_id"]
+    assert data["external_user"] == "user-42"
+    assert data["origin"] == data["http_referer"] == "https://ralex.test/"
+    assert data["user_agent"] == "ralex-test"
+    assert datetime.fromisoformat(data["created_at"]).tzinfo is not None
+    assert data["latency"] >= 0
+    assert data["generation_time"] >= 0
+
+
+def test_generation_lookup_needs_a_key_an_id_and_a_known_generation(client: TestClient) -> None:
+    generation_id = chat(client).json()["id"]
+
+    no_key = client.get("/api/v1/generation", params={"id": generation_id})
+    unknown = lookup(client, "gen-0-nope")
+    no_id = client.get("/api/v1/generation", headers=AUTH)
+
+    assert no_key.status_code == 401
+    assert no_key.json() == {"error": {"code": 401, "message": "No auth credentials found"}}
+    assert unknown.status_code == 404
+    assert unknown.json() == {"error": {"code": 404, "message": "Generation not found"}}
+    assert no_id.status_code == 400
+
+
+def test_streamed_generation_is_billed_with_the_usage_chunk_cost(client: TestClient) -> None:
+    payload = {"model": LITE, "messages": [{"role": "user", "content": "Hello"}], "stream": True}
+    with client.stream("POST", "/api/v1/chat/completions", json=payload, headers=AUTH) as response:
+        generation_id = response.headers["X-Generation-Id"]
+        events = sse_events(response.read().decode())
+    usage = json.loads(events[-2].removeprefix("data: "))["usage"]
+
+    data = lookup(client, generation_id).json()["data"]
+
+    assert data["streamed"] is True
+    assert data["cancelled"] is False
+    assert data["total_cost"] == usage["cost"]
+    assert data["tokens_completion"] == usage["completion_tokens"]
+
+
+def test_generation_delay_hides_a_generation_for_some_lookups(client: TestClient) -> None:
+    client.post("/_fake/settings", json={"generation_delay": {"lookups": 2}})
+    generation_id = chat(client).json()["id"]
+
+    statuses = [lookup(client, generation_id).status_code for _ in range(3)]
+
+    assert statuses == [404, 404, 200]
+    assert lookup(client, generation_id).status_code == 200
+
+
+def test_generation_delay_hides_a_generation_for_some_seconds(client: TestClient) -> None:
+    client.post("/_fake/settings", json={"generation_delay": {"seconds": 0.3}})
+    generation_id = chat(client).json()["id"]
+
+    early = lookup(client, generation_id)
+    time.sleep(0.35)
+    later = lookup(client, generation_id)
+
+    assert early.status_code == 404
+    assert early.json() == {"error": {"code": 404, "message": "Generation not found"}}
+    assert later.status_code == 200
+    assert client.get("/_fake/generations").json()["generations"][0]["id"] == generation_id
+
+
+def test_settings_change_through_the_control_api_and_reset_restores_them(client: TestClient) -> None:
+    defaults = client.get("/_fake/settings").json()
+    changed = client.post("/_fake/settings", json={"cancel_billing": "partial"}).json()
+    delayed = client.post("/_fake/settings", json={"generation_delay": {"lookups": 1, "seconds": 2}}).json()
+    bad = client.post("/_fake/settings", json={"cancel_billing": "half"})
+    client.post("/_fake/reset")
+
+    assert defaults == {"cancel_billing": "full", "generation_delay": {"lookups": 0, "seconds": 0.0}}
+    assert changed["cancel_billing"] == "partial"
+    assert delayed == {"cancel_billing": "partial", "generation_delay": {"lookups": 1, "seconds": 2.0}}
+    assert bad.status_code == 422
+    assert client.get("/_fake/settings").json() == defaults
+
+
+def test_reset_keeps_settings_given_to_the_state() -> None:
+    with TestClient(create_app(FakeState(cancel_billing="partial"))) as client:
+        client.post("/_fake/settings", json={"cancel_billing": "full"})
+        client.post("/_fake/reset")
+        assert client.get("/_fake/settings").json()["cancel_billing"] == "partial"
+
+
+def test_requests_carry_their_generation_and_an_error_status_bills_nothing(client: TestClient) -> None:
+    client.post("/_fake/faults", json={"faults": [{"kind": "status", "status": 502}]})
+    failed = chat(client)
+    served = chat(client)
+
+    failed_record, served_record = client.get("/_fake/requests").json()["requests"]
+    usage = client.get("/_fake/usage").json()
+
+    assert failed.status_code == 502
+    assert "X-Generation-Id" not in failed.headers
+    assert (failed_record["generation_id"], failed_record["billed_cost"]) == (None, 0.0)
+    assert served_record["generation_id"] == served.json()["id"] == served.headers["X-Generation-Id"]
+    assert served_record["billed_cost"] == served.json()["usage"]["cost"]
+    assert served_record["cancelled"] is False
+    assert usage["cost"] == pytest.approx(served.json()["usage"]["cost"])
+    assert usage["generations"] == 1
+    assert usage["requests"] == 2
+    client.post("/_fake/reset")
+    assert client.get("/_fake/generations").json() == {"generations": []}
+    assert lookup(client, served.json()["id"]).status_code == 404
+
+
+# --- billing when the client goes away (a real server: the client really disconnects) ------------
+
+
+@pytest.fixture
+def live(state: FakeState) -> Iterator[str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, "the server to start")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=5)
+
+
+def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+LONG = "a b c d e f g h i j k l m n o p q r s t u v w x y z"
+
+
+def cancel_stream_after(base_url: str, data_chunks: int) -> str:
+    """Stream a long reply, hang up after ``data_chunks`` chunks; the generation id."""
+    payload = {"model": LITE, "messages": [{"role": "user", "content": LONG}], "stream": True}
+    with httpx.Client(base_url=base_url, timeout=5) as http, http.stream(
+        "POST", "/api/v1/chat/completions", json=payload, headers=AUTH
+    ) as response:
+        generation_id = response.headers["X-Generation-Id"]
+        seen = 0
+        for line in response.iter_lines():
+            seen += line.startswith("data: {")
+            if seen == data_chunks:
+                break
+    return generation_id
+
+
+def full_reply_usage(base_url: str, content: str = LONG) -> dict[str, Any]:
+    payload = {"model": LITE, "messages": [{"role": "user", "content": content}]}
+    return httpx.post(f"{base_url}/api/v1/chat/completions", json=payload, headers=AUTH).json()["usage"]
+
+
+def test_cancelled_stream_bills_the_whole_generation_by_default(live: str, state: FakeState) -> None:
+    httpx.post(f"{live}/_fake/faults", json={"faults": [{"kind": "slow", "chunk_delay": 0.1}]})
+
+    generation_id = cancel_stream_after(live, 3)
+    generation = wait_for(lambda: state.generations.get(generation_id), "the cancelled generation").data
+    full = full_reply_usage(live)
+
+    assert generation["cancelled"] is True
+    assert generation["streamed"] is True
+    assert generation["tokens_completion"] == full["completion_tokens"]
+    assert generation["total_cost"] == full["cost"]
+    record = state.requests[0]
+    assert (record["generation_id"], record["billed_cost"], record["cancelled"]) == (
+        generation_id, full["cost"], True
+    )
+    data = httpx.get(f"{live}/api/v1/generation", params={"id": generation_id}, headers=AUTH).json()["data"]
+    assert data["total_cost"] == full["cost"]
+
+
+def test_cancelled_stream_bills_only_what_was_sent_with_partial_billing(live: str, state: FakeState) -> None:
+    httpx.post(f"{live}/_fake/settings", json={"cancel_billing": "partial"})
+    httpx.post(f"{live}/_fake/faults", json={"faults": [{"kind": "slow", "chunk_delay": 0.1}]})
+
+    generation_id = cancel_stream_after(live, 3)
+    generation = wait_for(lambda: state.generations.get(generation_id), "the cancelled generation").data
+    full = full_reply_usage(live)
+
+    assert generation["cancelled"] is True
+    assert generation["finish_reason"] is None
+    assert generation["tokens_prompt"] == full["prompt_tokens"]
+    assert 0 < generation["tokens_completion"] < full["completion_tokens"]
+    assert generation["total_cost"] == pytest.approx(
+        expected_cost(LITE, generation["tokens_prompt"], generation["tokens_completion"])
+    )
+    usage = httpx.get(f"{live}/_fake/usage").json()
+    assert usage["cost"] == pytest.approx(generation["total_cost"] + full["cost"])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_timed_out_request_is_billed_when_the_provider_finishes(live: str, state: FakeState, stream: bool) -> None:
+    httpx.post(f"{live}/_fake/faults", json={"faults": [{"kind": "timeout", "seconds": 0.4}]})
+    payload = {"model": LITE, "messages": [{"role": "user", "content": "slow one"}], "stream": stream}
+
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{live}/api/v1/chat/completions", json=payload, headers=AUTH, timeout=0.1)
+    assert state.generations == {}
+    generation = wait_for(lambda: list(state.generations.values()), "the timed-out generation")[0].data
+    full = full_reply_usage(live, "slow one")
+
+    assert generation["total_cost"] == full["cost"]
+    assert generation["tokens_completion"] == full["completion_tokens"]
+    assert generation["streamed"] is stream
+    assert generation["cancelled"] is stream
+    wait_for(lambda: state.requests[0]["status"] == 499, "the request record")
+    assert state.requests[0]["billed_cost"] == full["cost"]
+    assert httpx.get(f"{live}/_fake/usage").json()["cost"] == pytest.approx(2 * full["cost"])
+
+
+# --- non-text content parts -------------------------------------------------------------------
+
+
+def png(width: int, height: int) -> bytes:
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + header + b"\0\0\0\0" + b"\0" * 32
+
+
+def gif(width: int, height: int) -> bytes:
+    return b"GIF89a" + struct.pack("<HH", width, height) + b"\xf7\0\0" + b"\0" * 16
+
+
+def jpeg(width: int, height: int) -> bytes:
+    app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0"
+    dqt = b"\xff\xdb" + struct.pack(">H", 67) + b"\0" * 65
+    sof = b"\xff\xc0" + struct.pack(">HBHHB", 17, 8, height, width, 3) + b"\x01\x22\0\x02\x11\x01\x03\x11\x01"
+    return b"\xff\xd8" + app0 + dqt + sof + b"\xff\xd9"
+
+
+def webp(kind: str, width: int, height: int) -> bytes:
+    if kind == "VP8X":
+        chunk = b"\x10\0\0\0" + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    elif kind == "VP8 ":
+        chunk = b"\0\0\0\x9d\x01\x2a" + struct.pack("<HH", width, height)
+    else:
+        chunk = b"\x2f" + ((width - 1) | ((height - 1) << 14)).to_bytes(4, "little")
+    body = b"WEBP" + kind.encode() + struct.pack("<I", len(chunk)) + chunk
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def data_url(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+@pytest.mark.parametrize(
+    ("data", "size"),
+    [
+        (png(1024, 768), (1024, 768)),
+        (gif(10, 20), (10, 20)),
+        (jpeg(800, 600), (800, 600)),
+        (webp("VP8X", 1920, 1080), (1920, 1080)),
+        (webp("VP8 ", 640, 480), (640, 480)),
+        (webp("VP8L", 300, 200), (300, 200)),
+        (b"not an image", None),
+    ],
+)
+def test_image_size_is_read_from_png_jpeg_gif_and_webp_headers(data: bytes, size: Any) -> None:
+    assert image_size(data) == size
+
+
+def image_part(url: str) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def prompt_with(client: TestClient, *parts: dict[str, Any]) -> dict[str, Any]:
+    messages = [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, *parts]}]
+    response = client.post("/api/v1/chat/completions", json={"model": LITE, "messages": messages}, headers=AUTH)
+    assert response.status_code == 200
+    return response.json()
+
+
+TEXT_ONLY = math.ceil(len("What is this?") / 4) + 4
+
+
+@pytest.mark.parametrize(
+    ("url", "image_tokens"),
+    [
+        (data_url("image/png", png(1024, 768)), math.ceil(1024 * 768 / 750)),
+        (data_url("image/jpeg", jpeg(800, 600)), 640),
+        (data_url("image/webp", webp("VP8X", 1920, 1080)), math.ceil(1920 * 1080 / 750)),
+        (data_url("image/gif", gif(16, 16)), 85),
+        ("https://example.com/cat.png", 1600),
+        ("data:image/png;base64,bm90IGFuIGltYWdl", 1600),
+    ],
+    ids=["png", "jpeg", "webp", "tiny-gif-minimum", "remote", "unreadable"],
+)
+def test_image_parts_count_prompt_tokens_by_pixel_size(client: TestClient, url: str, image_tokens: int) -> None:
+    body = prompt_with(client, image_part(url))
+
+    usage = body["usage"]
+    assert usage["prompt_tokens"] == TEXT_ONLY + image_tokens
+    assert usage["cost"] == pytest.approx(expected_cost(LITE, usage["prompt_tokens"], usage["completion_tokens"]))
+    data = lookup(client, body["id"]).json()["data"]
+    assert data["tokens_prompt"] == usage["prompt_tokens"]
+    assert data["num_media_prompt"] == 1
+
+
+def test_file_and_audio_parts_count_base64_length_over_four(client: TestClient) -> None:
+    pdf = base64.b64encode(b"%PDF-1.4 " + b"x" * 991).decode()
+    wav = base64.b64encode(b"RIFF" + b"\0" * 596).decode()
+    file_part = {"type": "file", "file": {"filename": "a.pdf", "file_data": f"data:application/pdf;base64,{pdf}"}}
+    audio_part = {"type": "input_audio", "input_audio": {"data": wav, "format": "wav"}}
+
+    body = prompt_with(client, file_part, audio_part)
+
+    assert body["usage"]["prompt_tokens"] == TEXT_ONLY + math.ceil(len(pdf) / 4) + math.ceil(len(wav) / 4)
+    data = lookup(client, body["id"]).json()["data"]
+    assert (data["num_media_prompt"], data["num_input_audio_prompt"]) == (2, 1)
+
+
+def test_image_price_per_input_image_is_added_to_the_cost() -> None:
+    model = {"id": "x/vision", "pricing": {"prompt": "0.000001", "completion": "0.000002", "image": "0.01"}}
+    with TestClient(create_app(FakeState(catalog=[model]))) as client:
+        messages = [{"role": "user", "content": [image_part("https://example.com/a.png")]}]
+        usage = client.post(
+            "/api/v1/chat/completions", json={"model": "x/vision", "messages": messages}, headers=AUTH
+        ).json()["usage"]
+    assert usage["prompt_tokens"] == 1600 + 4
+    assert usage["cost"] == pytest.approx(usage["prompt_tokens"] * 1e-6 + usage["completion_tokens"] * 2e-6 + 0.01)
+
+
+def test_the_whole_received_body_and_headers_are_recorded(client: TestClient) -> None:
+    parts = [{"type": "text", "text": "see"}, image_part(data_url("image/png", png(8, 8)))]
+    messages = [{"role": "user", "content": parts}]
+    sent = {"model": LITE, "messages": messages, "max_tokens": 50, "stream": False, "transforms": []}
+    client.post("/api/v1/chat/completions", json=sent, headers={**AUTH, "X-Title": "Ralex"})
+
+    (record,) = client.get("/_fake/requests").json()["requests"]
+
+    assert record["body"] == sent
+    assert record["headers"]["x-title"] == "Ralex"
+    assert record["headers"]["authorization"] == "[redacted]"
