@@ -16,7 +16,7 @@ from datetime import date, datetime
 from typing import Any, Final
 
 from ralex.budget import BudgetSnapshot, ReservationBook, budget_day
-from ralex.ledger.store import BudgetSettings, LedgerRow
+from ralex.ledger.rows import BudgetSettings, LedgerRow
 from ralex.policy import Decision, Refusal, RouteInput, RoutingConfig, UnknownAlias, route, with_caps
 from ralex.request import ChatRequest, RequestError
 
@@ -44,7 +44,17 @@ class InFlight:
     started: float
     remaining_after: float
     attempts_failed: int = 0
+    billed_attempts: float = 0.0
+    """Worst cases of failed attempts the upstream may still have billed (timeouts, cut streams)."""
+    generation_id: str | None = None
+    settling: bool = False
+    """Its cost is being looked up upstream; LiteLLM's late callbacks must not settle it."""
     headers: dict[str, str] = field(default_factory=dict)
+
+    def worst_case_of(self, alias: str | None) -> float:
+        """The worst case of one attempt on ``alias`` (the routed alias or one of its fallbacks)."""
+        d = self.decision
+        return next((fb.worst_case for fb in d.fallbacks if fb.alias == alias and alias != d.alias), d.worst_case)
 
 
 class TurnMemory:
@@ -75,8 +85,11 @@ def _header_safe(text: str, limit: int = 400) -> str:
 
 class BudgetEngine:
     def __init__(self, routing: RoutingConfig, settings: BudgetSettings, spent_today: float, *, clock: Clock,
-                 sink: Sink, sticky_ttl: float = 7200.0) -> None:
+                 sink: Sink, hold_sink: Sink | None = None, sticky_ttl: float = 7200.0) -> None:
+        """``sink`` takes every finished row; ``hold_sink`` the row each admitted request would
+        leave if the process died before it settled (the write-ahead journal)."""
         self.settings = settings
+        self.hold_sink = hold_sink
         self.base_routing = routing
         self.routing = with_caps(routing, settings.caps)
         self.clock = clock
@@ -111,14 +124,12 @@ class BudgetEngine:
         self.routing = with_caps(routing, self.settings.caps)
 
     # --- admission ---------------------------------------------------------------------------
-    def admit(self, body: Mapping[str, Any]) -> InFlight:
-        """Route and reserve, or raise :class:`Rejected` (400 bad request, 402 over budget)."""
-        now = self.clock()
+    def _decide(self, body: Mapping[str, Any], now: datetime,
+                mono: float) -> tuple[ChatRequest, BudgetSnapshot, str | None, Decision | Refusal]:
         try:
             request = ChatRequest.from_body(body)
         except RequestError as exc:
             raise Rejected(400, str(exc)) from None
-        mono = time.monotonic()
         sticky = None
         if request.requested_alias == "auto" and not request.housekeeping:
             sticky = self.turns.get(request.turn, mono)
@@ -131,6 +142,18 @@ class BudgetEngine:
             )
         except UnknownAlias as exc:
             raise Rejected(400, str(exc)) from None
+        return request, snapshot, sticky, outcome
+
+    def preview(self, body: Mapping[str, Any]) -> Decision | Refusal:
+        """What :meth:`admit` would decide now, without reserving or remembering anything."""
+        _, _, _, outcome = self._decide(body, self.clock(), time.monotonic())
+        return outcome
+
+    def admit(self, body: Mapping[str, Any]) -> InFlight:
+        """Route and reserve, or raise :class:`Rejected` (400 bad request, 402 over budget)."""
+        now = self.clock()
+        mono = time.monotonic()
+        request, snapshot, sticky, outcome = self._decide(body, now, mono)
         key = str(uuid.uuid4())
         if isinstance(outcome, Refusal) or not self.book.try_reserve(key, outcome.reserve,
                                                                       self.settings.daily_limit):
@@ -158,16 +181,27 @@ class BudgetEngine:
             "x-ralex-request-id": key,
         }
         self.in_flight[key] = flight
+        if self.hold_sink is not None:
+            self.hold_sink(self.hold_row(flight))
         return flight
+
+    def hold_row(self, flight: InFlight) -> LedgerRow:
+        """What a request is charged if it never reports back: its whole hold."""
+        return self._row(flight, status="interrupted", day=flight.day, cost=flight.decision.reserve,
+                         cost_source="hold", error="the proxy stopped before the request settled")
+
+    def open_holds(self) -> list[LedgerRow]:
+        return [self.hold_row(flight) for flight in self.in_flight.values()]
 
     # --- completion --------------------------------------------------------------------------
     def settle(self, key: str, cost: float, *, cost_source: str, model: str | None = None,
                alias: str | None = None, prompt_tokens: int | None = None,
                completion_tokens: int | None = None, status: str = "ok") -> LedgerRow | None:
-        """Replace the request's hold by its real cost and record it."""
+        """Replace the request's hold by its real cost (plus failed attempts that may be billed) and record it."""
         flight = self.in_flight.pop(key, None)
         if flight is None:
             return None
+        cost += flight.billed_attempts
         day = self.book.settle(key, cost)
         row = self._row(flight, status=status, day=day, cost=cost, cost_source=cost_source, model=model,
                         alias=alias, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
@@ -175,26 +209,43 @@ class BudgetEngine:
         return row
 
     def fail(self, key: str, error: str) -> LedgerRow | None:
-        """The request failed upstream (every fallback included): release the hold, charge nothing."""
+        """The request failed upstream (every fallback included). Attempts the upstream refused
+        cost nothing; attempts it may have generated (timeouts, cut streams) are charged at their
+        worst case, since their real cost is unknown."""
         flight = self.in_flight.pop(key, None)
         if flight is None:
             return None
-        self.book.release(key)
-        row = self._row(flight, status="error", day=flight.day, cost=0.0, cost_source=None, error=error[:500])
+        cost = flight.billed_attempts
+        day = self.book.settle(key, cost)
+        row = self._row(flight, status="error", day=day, cost=cost, cost_source="hold" if cost else None,
+                        error=error[:500])
         self.sink(row)
         return row
 
-    def note_failed_attempt(self, key: str) -> None:
+    def note_failed_attempt(self, key: str, alias: str | None = None, *, billable: bool = False) -> None:
+        """One attempt failed; ``billable`` when the upstream may have generated (and billed) it."""
         flight = self.in_flight.get(key)
         if flight is not None:
             flight.attempts_failed += 1
+            if billable:
+                flight.billed_attempts += flight.worst_case_of(alias)
+
+    def settle_at_hold(self, key: str, status: str, error: str | None = None) -> LedgerRow | None:
+        """Charge a request its whole hold: its real cost is unknown, and the hold is its upper bound."""
+        flight = self.in_flight.pop(key, None)
+        if flight is None:
+            return None
+        cost = flight.decision.reserve
+        day = self.book.settle(key, cost)
+        row = self._row(flight, status=status, day=day, cost=cost, cost_source="hold", error=error)
+        self.sink(row)
+        return row
 
     def expire(self, older_than: float) -> list[LedgerRow]:
         """Holds whose request never reported back are charged at their worst case (never under)."""
         now = time.monotonic()
         stale = [f for f in self.in_flight.values() if now - f.started > older_than]
-        return [row for f in stale
-                if (row := self.settle(f.key, f.decision.reserve, cost_source="hold", status="abandoned"))]
+        return [row for f in stale if (row := self.settle_at_hold(f.key, "abandoned"))]
 
     # --- rows --------------------------------------------------------------------------------
     def _row(self, flight: InFlight, *, status: str, day: date, cost: float, cost_source: str | None,

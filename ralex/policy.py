@@ -60,6 +60,7 @@ class RouteInput:
 class Fallback:
     alias: str
     max_tokens: int
+    worst_case: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +220,8 @@ def _fallbacks(alias: str, tier: Tier, prompt_tokens: int, max_tokens: int, wors
         if fb_tokens < min(max_tokens, cfg.min_output_tokens):
             skipped.append(f"{name} (budget)")
             continue
-        chain.append(Fallback(name, fb_tokens))
-        reserve += spec.worst_case(prompt_tokens, fb_tokens)
+        fb_worst = spec.worst_case(prompt_tokens, fb_tokens)
+        chain.append(Fallback(name, fb_tokens, fb_worst))
+        reserve += fb_worst
     note = f"; no fallback to {', '.join(skipped)}" if skipped else ""
     return tuple(chain), reserve, note

@@ -13,7 +13,8 @@ from ralex.budget import BudgetError, BudgetSnapshot, budget_day, parse_budget
 from ralex.classify import classify
 from ralex.config import ConfigError, load_config
 from ralex.ledger.store import BudgetSettings, LedgerUnavailable, connect, read_settings, spent_on
-from ralex.policy import ALIASES, Decision, Refusal, RouteInput, UnknownAlias, route, with_caps
+from ralex.params import ALIASES
+from ralex.policy import Decision, Refusal, RouteInput, UnknownAlias, route, with_caps
 from ralex.pricing import routing_config
 from ralex.request import estimate_prompt_tokens
 from ralex_ctl.errors import PricesUnknown, RalexError

@@ -1,4 +1,4 @@
-"""The one place that knows the ledger schema: migrations, queries and row shape.
+"""The one place that knows the ledger schema: migrations and queries (row shapes: :mod:`ralex.ledger.rows`).
 
 The proxy writes through :class:`ralex.ledger.writer.LedgerWriter`; the exporter and the CLI
 read with the queries here. SQL lives in constants so sync and async callers share it.
@@ -7,10 +7,8 @@ read with the queries here. SQL lives in constants so sync and async callers sha
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from importlib import resources
 from typing import Any, Final
 
@@ -21,6 +19,8 @@ from psycopg.types.json import Jsonb
 
 from ralex.budget import BudgetError, Thresholds, parse_budget, parse_caps, zone
 from ralex.config import BudgetDefaults
+from ralex.ledger.rows import BudgetSettings as BudgetSettings  # re-exported for readers of the ledger
+from ralex.ledger.rows import LedgerRow as LedgerRow
 
 MIGRATIONS_PACKAGE: Final = "ralex.ledger.migrations"
 _MIGRATION_LOCK: Final = 0x7A1E_0001  # pg_advisory_lock key: one migrator at a time
@@ -82,17 +82,6 @@ def migrate(conn: psycopg.Connection[Any]) -> list[str]:
 
 
 # --- budget settings -------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class BudgetSettings:
-    daily_limit: float
-    timezone: str
-    thresholds: Thresholds
-    updated_at: datetime | None = None
-    updated_by: str = ""
-    caps: Mapping[str, float] = field(default_factory=dict)
-    """Per-request caps set live, by alias; they override config/ralex.yaml's."""
-
 
 SELECT_SETTINGS: Final = (
     "SELECT daily_limit_usd, timezone, smart_min_remaining_usd, cheap_min_remaining_usd,"
@@ -170,35 +159,6 @@ def update_settings(conn: psycopg.Connection[Any], by: str = "ralexctl", **chang
 
 
 # --- ledger rows -----------------------------------------------------------------------------
-
-@dataclass(slots=True)
-class LedgerRow:
-    """One request as the ledger records it."""
-
-    ts: datetime
-    budget_day: date
-    alias_requested: str
-    status: str
-    request_id: uuid.UUID = field(default_factory=uuid.uuid4)
-    alias_routed: str | None = None
-    upstream_model: str | None = None
-    reason: str = ""
-    tier: str | None = None
-    fallback: bool = False
-    stream: bool = False
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    max_tokens: int | None = None
-    estimated_cost_usd: float = 0.0
-    reserved_usd: float = 0.0
-    cost_usd: float = 0.0
-    cost_source: str | None = None
-    latency_ms: int | None = None
-    turn_key: str | None = None
-    session_key: str | None = None
-    error: str | None = None
-    route_kind: str = ""
-
 
 LEDGER_COLUMNS: Final = tuple(f.name for f in dataclasses.fields(LedgerRow))
 INSERT_LEDGER: Final = (

@@ -1,10 +1,10 @@
-"""Off-the-hot-path ledger writes that survive a Postgres restart.
+"""Off-the-hot-path ledger writes that survive a Postgres restart and the death of the proxy.
 
-Requests hand rows to :meth:`LedgerWriter.submit` (no I/O). A background task writes them in
-batches; when Postgres is away the rows stay queued and are retried with backoff. Rows carry
-their own UUID and are inserted with ``ON CONFLICT DO NOTHING``, so a retry after an unclear
-commit never counts a request twice. Rows still queued at shutdown go to a spool file that the
-next start replays.
+Requests hand rows to :meth:`LedgerWriter.submit`: one append to the journal
+(:mod:`ralex.ledger.journal`), no database round trip. A background task writes them in batches;
+when Postgres is away the rows stay queued and are retried with backoff. Rows carry their own
+UUID and are inserted with ``ON CONFLICT DO NOTHING``, so a retry after an unclear commit, or a
+journal replay, never counts a request twice.
 """
 
 from __future__ import annotations
@@ -14,40 +14,24 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections import deque
-from dataclasses import asdict
-from datetime import date, datetime
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 
-from ralex.ledger.store import INSERT_LEDGER, LedgerRow, row_values
+from ralex.ledger.journal import Journal
+from ralex.ledger.rows import LedgerRow, row_to_json
+from ralex.ledger.store import INSERT_LEDGER, row_values
 
 log = logging.getLogger("ralex.ledger")
 
 
-def _encode(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    return value
-
-
-def _decode(record: dict[str, Any]) -> LedgerRow:
-    record["ts"] = datetime.fromisoformat(record["ts"])
-    record["budget_day"] = date.fromisoformat(record["budget_day"])
-    record["request_id"] = uuid.UUID(record["request_id"])
-    return LedgerRow(**record)
-
-
 class LedgerWriter:
-    def __init__(self, dsn: str, *, spool: Path | None = None, batch_size: int = 500,
+    def __init__(self, dsn: str, *, journal: Journal | None = None, batch_size: int = 500,
                  max_backoff: float = 2.0) -> None:
         self._dsn = dsn
-        self._spool = spool
+        self.journal = journal
         self._batch_size = batch_size
         self._max_backoff = max_backoff
         self._queue: deque[tuple[float, LedgerRow]] = deque()
@@ -63,6 +47,8 @@ class LedgerWriter:
 
     # --- the request side: no I/O ----------------------------------------------------------
     def submit(self, row: LedgerRow) -> None:
+        if self.journal is not None:
+            self.journal.settled(row)
         self._queue.append((time.monotonic(), row))
         self._idle.clear()
         self._wake.set()
@@ -71,6 +57,9 @@ class LedgerWriter:
     def pending(self) -> int:
         return len(self._queue)
 
+    def queued(self) -> Iterator[LedgerRow]:
+        return (row for _, row in self._queue)
+
     @property
     def lag_seconds(self) -> float:
         """Age of the oldest row not yet in Postgres (0 when all are written)."""
@@ -78,7 +67,6 @@ class LedgerWriter:
 
     # --- background --------------------------------------------------------------------------
     def start(self) -> None:
-        self._replay_spool()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ralex-ledger-writer")
 
     async def drain(self, timeout: float = 10.0) -> bool:
@@ -90,13 +78,13 @@ class LedgerWriter:
         return True
 
     async def stop(self, timeout: float = 5.0) -> None:
+        """Write what Postgres takes within ``timeout``; the rest stays in the journal for the next start."""
         await self.drain(timeout)
         self._stopping = True
         self._wake.set()
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self._write_spool()
         if self._conn is not None:
             await self._conn.close()
 
@@ -128,9 +116,9 @@ class LedgerWriter:
             except psycopg.Error as exc:  # a row Postgres rejects: keep it, never drop it silently
                 self.failures += 1
                 self.last_error = str(exc)
-                log.error("ledger: rows rejected (%s); moving %d rows to the spool", exc, len(batch))
+                log.error("ledger: rows rejected (%s); moving %d rows aside", exc, len(batch))
                 await self._reset_connection()
-                self._spool_rows(batch)
+                self._set_aside(batch)
             for _ in batch:
                 self._queue.popleft()
             self.written += len(batch)
@@ -147,28 +135,14 @@ class LedgerWriter:
                 await self._conn.close()
         self._conn = None
 
-    # --- spool ------------------------------------------------------------------------------
-    def _spool_rows(self, rows: list[LedgerRow]) -> None:
-        if self._spool is None:
-            log.error("ledger: no spool configured; %d rows kept only in the log: %s", len(rows),
-                      [asdict(r) for r in rows])
+    # --- rows Postgres refuses ---------------------------------------------------------------
+    def _set_aside(self, rows: list[LedgerRow]) -> None:
+        """Keep rows Postgres rejected in a file beside the journal (never dropped silently)."""
+        if self.journal is None:
+            log.error("ledger: no journal configured; %d rejected rows kept only in the log: %s", len(rows),
+                      [row_to_json(r) for r in rows])
             return
-        self._spool.parent.mkdir(parents=True, exist_ok=True)
-        with self._spool.open("a") as fh:
+        aside = self.journal.path.with_suffix(".rejected.jsonl")
+        with aside.open("a") as fh:
             for row in rows:
-                fh.write(json.dumps({k: _encode(v) for k, v in asdict(row).items()}) + "\n")
-
-    def _write_spool(self) -> None:
-        if self._queue:
-            self._spool_rows([row for _, row in self._queue])
-            self._queue.clear()
-
-    def _replay_spool(self) -> None:
-        if self._spool is None or not self._spool.exists():
-            return
-        lines = self._spool.read_text().splitlines()
-        self._spool.unlink()
-        for line in lines:
-            if line.strip():
-                self.submit(_decode(json.loads(line)))
-        log.info("ledger: replaying %d spooled rows", len(lines))
+                fh.write(json.dumps(row_to_json(row)) + "\n")

@@ -18,19 +18,25 @@ from typing import Final
 from fastapi import HTTPException, Request
 from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
 
-AGENT_ROUTES: Final = ("/v1/chat/completions", "/chat/completions", "/v1/models", "/models")
+AGENT_ROUTES: Final = frozenset({"/v1/chat/completions", "/chat/completions", "/v1/models", "/models"})
+"""The only paths the agent key may call (exact: LiteLLM's pass-through routes such as
+/openrouter/v1/chat/completions end the same way and would bypass the budget)."""
 
 
-def _matches(given: str, expected: str | None) -> bool:
+def is_agent_route(path: str) -> bool:
+    return path.rstrip("/") in AGENT_ROUTES
+
+
+def matches(given: str, expected: str | None) -> bool:
     return bool(expected) and hmac.compare_digest(given.encode(), (expected or "").encode())
 
 
 async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
     given = api_key.removeprefix("Bearer ").strip()
-    if _matches(given, os.environ.get("LITELLM_MASTER_KEY")):
+    if matches(given, os.environ.get("LITELLM_MASTER_KEY")):
         return UserAPIKeyAuth(api_key=given, user_role=LitellmUserRoles.PROXY_ADMIN)
-    if _matches(given, os.environ.get("RALEX_AGENT_KEY")):
-        if not request.url.path.rstrip("/").endswith(AGENT_ROUTES):
+    if matches(given, os.environ.get("RALEX_AGENT_KEY")):
+        if not is_agent_route(request.url.path):
             raise HTTPException(403, f"the agent key may only call the model routes, not {request.url.path}")
         return UserAPIKeyAuth(api_key=hashlib.sha256(given.encode()).hexdigest(), user_id="ralex-agent")
     if not given:

@@ -4,7 +4,8 @@ Start-up order (each failure is one readable line and exit code 2):
 1. settings from the environment, the policy file;
 2. Postgres reachable (waits up to RALEX_DB_WAIT_SECONDS), migrations applied, budget seeded;
 3. prices for every alias (OpenRouter's list, cached in Postgres, overrides from the policy file);
-4. the LiteLLM config generated from the policy file, then `litellm` replaces this process.
+4. the LiteLLM config generated from the policy file, then LiteLLM's app runs behind Ralex's gate
+   (:mod:`ralex.proxy.server`) in this process.
 """
 
 from __future__ import annotations
@@ -137,9 +138,13 @@ def main() -> None:
         raise SystemExit(2) from None
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ["RALEX_RUNTIME_DIR"] = str(settings.runtime_dir)
-    args = ["litellm", "--config", str(config_path), "--host", settings.host, "--port", str(settings.port),
-            "--num_workers", "1", *sys.argv[1:]]
-    os.execvp(args[0], args)
+    from ralex.proxy.server import serve
+
+    try:
+        serve(settings, config_path)
+    except OSError as exc:  # the port or the socket path is taken
+        print(f"ralex-proxy: cannot listen ({exc}); is another proxy running?", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

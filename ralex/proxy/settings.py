@@ -29,7 +29,11 @@ class ProxySettings(BaseSettings):
     port: int = Field(4000, alias="RALEX_PROXY_PORT")
     host: str = Field("0.0.0.0", alias="RALEX_PROXY_HOST")
     runtime_dir: Path = Field(Path("/tmp/ralex"), alias="RALEX_RUNTIME_DIR")
-    spool_path: Path | None = Field(None, alias="RALEX_SPOOL")
+    journal_path: Path | None = Field(None, alias="RALEX_JOURNAL")
+    """The ledger's write-ahead journal (default: RALEX_RUNTIME_DIR/ledger-journal.jsonl); keep it on a volume."""
+    agent_socket: Path | None = Field(None, alias="RALEX_AGENT_SOCKET")
+    """A Unix socket serving the agent routes only, for an agent container with no network."""
+    max_body_bytes: int = Field(32 << 20, gt=0, alias="RALEX_MAX_BODY_BYTES")
     upstream_timeout: float = Field(120.0, gt=0, alias="RALEX_UPSTREAM_TIMEOUT")
     db_wait_seconds: float = Field(60.0, ge=0, alias="RALEX_DB_WAIT_SECONDS")
     exporter_db_password: str | None = Field(None, alias="RALEX_EXPORTER_DB_PASSWORD")
@@ -65,6 +69,11 @@ class ProxySettings(BaseSettings):
             return None
         zone(str(value))
         return str(value)
+
+    @field_validator("journal_path", "agent_socket", mode="before")
+    @classmethod
+    def _path(cls, value: object) -> object:
+        return None if value in (None, "") else value
 
     @field_validator("clock_start", mode="before")
     @classmethod

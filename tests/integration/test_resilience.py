@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from ralex.budget import budget_day
+from ralex.ledger.journal import Journal, replay
 from ralex.ledger.store import LedgerRow, connect, migrate
 from ralex.ledger.writer import LedgerWriter
 from tests.integration.conftest import (
@@ -40,7 +41,7 @@ def test_budget_resets_at_local_midnight(pg: Pg, upstream: Fake, tmp_path: Path)
     try:
         first_day = proxy.budget()["day"]
         assert first_day == start.date().isoformat()
-        prompt = "add a docstring " + "y" * 2000
+        prompt = "add a docstring " + "y" * 500
         refused = None
         for _ in range(10):
             response = proxy.chat(prompt, model="cheap", max_tokens=100)
@@ -107,30 +108,32 @@ def test_postgres_restart_mid_traffic_loses_and_double_counts_nothing(upstream: 
         server.container.stop()
 
 
-async def test_rows_queued_while_postgres_is_away_survive_a_proxy_restart(pg: Pg, tmp_path: Path):
+async def test_rows_queued_while_postgres_is_away_survive_in_the_journal(pg: Pg, tmp_path: Path):
     dsn = pg.new_database()
     with connect(dsn, autocommit=True) as conn:
         migrate(conn)
-    spool = tmp_path / "spool.jsonl"
+    path = tmp_path / "ledger-journal.jsonl"
     now = datetime.now(BERLIN)
     rows = [LedgerRow(ts=now, budget_day=budget_day(now, "Europe/Berlin"), alias_requested="auto", status="ok",
                       cost_usd=0.001) for _ in range(5)]
-    away = LedgerWriter(f"postgresql://ralex:ralex@127.0.0.1:{free_port()}/ralex", spool=spool, max_backoff=0.1)
+    away = LedgerWriter(f"postgresql://ralex:ralex@127.0.0.1:{free_port()}/ralex", journal=Journal(path),
+                        max_backoff=0.1)
     away.start()
     for row in rows:
         away.submit(row)
     assert not await away.drain(timeout=0.5)
     await away.stop(timeout=0.1)
-    assert len(spool.read_text().splitlines()) == 5
-    back = LedgerWriter(dsn, spool=spool)
+    pending = replay(path)
+    assert sorted(r.request_id for r in pending) == sorted(r.request_id for r in rows)
+    back = LedgerWriter(dsn)
     back.start()
-    back.submit(rows[0])  # a duplicate of a spooled row is not counted twice
+    for row in [*pending, rows[0]]:  # a duplicate of a journaled row is not counted twice
+        back.submit(row)
     assert await back.drain(timeout=10)
     await back.stop()
     with psycopg.connect(dsn) as conn:
         count, total = conn.execute("SELECT requests, spent_usd FROM daily_totals").fetchone()
     assert (count, float(total)) == (5, pytest.approx(0.005))
-    assert not spool.exists()
 
 
 @pytest.mark.parametrize(("change", "message"), [

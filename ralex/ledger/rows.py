@@ -1,0 +1,67 @@
+"""The ledger's domain types: budget settings and one ledger row. No database driver here;
+:mod:`ralex.ledger.store` converts them at the edge."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from ralex.budget import Thresholds
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSettings:
+    daily_limit: float
+    timezone: str
+    thresholds: Thresholds
+    updated_at: datetime | None = None
+    updated_by: str = ""
+    caps: Mapping[str, float] = field(default_factory=dict)
+    """Per-request caps set live, by alias; they override config/ralex.yaml's."""
+
+
+
+@dataclass(slots=True)
+class LedgerRow:
+    """One request as the ledger records it."""
+
+    ts: datetime
+    budget_day: date
+    alias_requested: str
+    status: str
+    request_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    alias_routed: str | None = None
+    upstream_model: str | None = None
+    reason: str = ""
+    tier: str | None = None
+    fallback: bool = False
+    stream: bool = False
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    max_tokens: int | None = None
+    estimated_cost_usd: float = 0.0
+    reserved_usd: float = 0.0
+    cost_usd: float = 0.0
+    cost_source: str | None = None
+    latency_ms: int | None = None
+    turn_key: str | None = None
+    session_key: str | None = None
+    error: str | None = None
+    route_kind: str = ""
+
+
+def row_to_json(row: LedgerRow) -> dict[str, Any]:
+    """A ledger row as plain JSON values (journal lines)."""
+    return {k: (v.isoformat() if isinstance(v, datetime | date) else str(v) if isinstance(v, uuid.UUID) else v)
+            for k, v in asdict(row).items()}
+
+
+def row_from_json(record: Mapping[str, Any]) -> LedgerRow:
+    values = dict(record)
+    values["ts"] = datetime.fromisoformat(values["ts"])
+    values["budget_day"] = date.fromisoformat(values["budget_day"])
+    values["request_id"] = uuid.UUID(values["request_id"])
+    return LedgerRow(**values)

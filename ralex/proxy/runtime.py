@@ -1,0 +1,342 @@
+"""The one owner of the proxy process's Ralex state: settings, prices, budget engine, ledger
+writer, journal and background tasks, with public ``start()``/``stop()`` called from the server's
+lifespan. The LiteLLM callback (:mod:`ralex.proxy.hooks`) and the admin routes
+(:mod:`ralex.proxy.routes`) use it only through the public methods here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Final
+
+import httpx
+import psycopg
+
+from ralex.budget import budget_day
+from ralex.config import load_config
+from ralex.engine import BudgetEngine
+from ralex.ledger.journal import COMPACT_BYTES, Journal, replay
+from ralex.ledger.store import (
+    INSERT_LEDGER,
+    SELECT_SETTINGS,
+    SPEND_GROUPS,
+    SPENT_ON_DAY,
+    row_values,
+    settings_from_row,
+    settings_update,
+    spend_query,
+)
+from ralex.ledger.writer import LedgerWriter
+from ralex.policy import Decision
+from ralex.pricing import Price, afetch_prices, routing_config, with_overrides
+from ralex.proxy.settings import load_settings
+
+log = logging.getLogger("ralex.proxy")
+READY_TIMEOUT: Final = 15.0
+GENERATION_LOOKUP_DELAYS: Final = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+"""OpenRouter answers a generation lookup 404 for a few seconds after the generation ends."""
+
+
+class NotReady(RuntimeError):
+    """The runtime could not start (Postgres away, broken prices); the message names the cause."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """How a request whose answer did not carry its cost was finally charged."""
+
+    cost: float
+    source: str
+
+
+class ProxyRuntime:
+    def __init__(self) -> None:
+        self._engine: BudgetEngine | None = None
+        self.writer: LedgerWriter | None = None
+        self.journal: Journal | None = None
+        self._start_lock: asyncio.Lock | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._http: httpx.AsyncClient | None = None
+
+    # --- lifetime --------------------------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        return self._engine is not None
+
+    async def ready(self) -> BudgetEngine:
+        """The engine, starting the runtime first if the lifespan has not (bounded wait)."""
+        if self._engine is not None:
+            return self._engine
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        try:
+            async with asyncio.timeout(READY_TIMEOUT), self._start_lock:
+                if self._engine is None:
+                    await self.start()
+        except Exception as exc:
+            log.exception("ralex: not ready")
+            raise NotReady(str(exc) or type(exc).__name__) from None
+        assert self._engine is not None
+        return self._engine
+
+    async def start(self) -> None:
+        """Load settings and prices, replay the journal into Postgres, then open for requests."""
+        if self._engine is not None:
+            return
+        self.settings = settings = load_settings()
+        self.config = load_config(settings.config_path)
+        self.prices = self._stored_prices() or with_overrides(
+            self.config, await afetch_prices(settings.openrouter_api_base, settings.openrouter_api_key))
+        clock = settings.clock()
+        journal = Journal(settings.journal_path or settings.runtime_dir / "ledger-journal.jsonl")
+        async with await psycopg.AsyncConnection.connect(settings.database_url, connect_timeout=5) as conn:
+            legacy = journal.path.with_name("ledger-spool.jsonl")  # written by earlier versions
+            replayed = [*journal.pending(), *replay(legacy)]
+            if replayed:
+                async with conn.transaction(), conn.cursor() as cur:
+                    await cur.executemany(INSERT_LEDGER, [row_values(r) for r in replayed])
+                interrupted = sum(1 for r in replayed if r.status == "interrupted")
+                log.warning("ralex: journal replayed %d rows (%d requests interrupted, charged at their hold)",
+                            len(replayed), interrupted)
+            journal.rewrite((), ())
+            legacy.unlink(missing_ok=True)
+            row = await (await conn.execute(SELECT_SETTINGS)).fetchone()
+            assert row is not None, "budget settings are seeded by ralex-proxy before LiteLLM starts"
+            budget = settings_from_row(row)
+            spent = await _spent_on(conn, budget_day(clock(), budget.timezone))
+        self.journal = journal
+        self.writer = LedgerWriter(settings.database_url, journal=journal)
+        self.writer.start()
+        self._http = httpx.AsyncClient(timeout=10)
+        self._engine = BudgetEngine(routing_config(self.config, self.prices), budget, spent, clock=clock,
+                                    sink=self.writer.submit, hold_sink=journal.hold,
+                                    sticky_ttl=self.config.routing.sticky_turn_ttl_seconds)
+        for coro in (self._listen(), self._sweep(), self._refresh_prices()):
+            self._spawn(coro)
+        log.info("ralex: budget %s/day (%s), $%.4f spent today", budget.daily_limit, budget.timezone, spent)
+
+    async def stop(self, timeout: float = 8.0) -> None:
+        """Drain the ledger writer; whatever Postgres did not take stays in the journal."""
+        if self._engine is None or self.writer is None or self.journal is None:
+            return
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.writer.stop(timeout)
+        queued = list(self.writer.queued())
+        open_holds = self._engine.open_holds()
+        self.journal.rewrite(open_holds, queued)
+        self.journal.close()
+        if self._http is not None:
+            await self._http.aclose()
+        log.info("ralex: stopped; %d rows and %d open holds left in the journal for the next start",
+                 len(queued), len(open_holds))
+        self._engine = None
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _stored_prices(self) -> dict[str, Price] | None:
+        path = self.settings.runtime_dir / "prices.json"
+        if not path.exists():
+            return None
+        return {model: Price(**p) for model, p in json.loads(path.read_text()).items()}
+
+    @property
+    def engine(self) -> BudgetEngine | None:
+        return self._engine
+
+    # --- settling what the answer did not price ---------------------------------------------------
+    def settle_from_upstream(self, key: str, generation_id: str | None, *, alias: str | None,
+                             status: str = "ok", error: str | None = None) -> None:
+        """The answer carried no cost (a cut stream, a missing usage chunk): ask OpenRouter for the
+        generation's cost in the background, and charge the hold if it cannot say."""
+        flight = self._engine.in_flight.get(key) if self._engine is not None else None
+        if flight is None or flight.settling:
+            return
+        flight.settling = True
+        self._spawn(self._settle_from_generation(key, generation_id, alias, status, error))
+
+    async def _settle_from_generation(self, key: str, generation_id: str | None, alias: str | None,
+                                      status: str, error: str | None) -> None:
+        engine = self._engine
+        if engine is None:
+            return
+        found = await self.generation_cost(generation_id) if generation_id else None
+        if found is None:
+            engine.settle_at_hold(key, status, error)
+            return
+        cost, prompt, completion, model = found
+        engine.settle(key, cost, cost_source="generation", alias=alias, model=model, prompt_tokens=prompt,
+                      completion_tokens=completion, status=status)
+
+    async def generation_cost(self, generation_id: str) -> tuple[float, int | None, int | None, str | None] | None:
+        """OpenRouter's own record of a generation: (total_cost, prompt, completion tokens, model)."""
+        if self._http is None:
+            return None
+        url = f"{self.settings.openrouter_api_base.rstrip('/')}/generation"
+        headers = {"Authorization": f"Bearer {self.settings.openrouter_api_key}"}
+        for delay in GENERATION_LOOKUP_DELAYS:
+            await asyncio.sleep(delay)
+            try:
+                response = await self._http.get(url, params={"id": generation_id}, headers=headers)
+            except httpx.HTTPError:
+                continue
+            if response.status_code == 200:
+                with contextlib.suppress(ValueError, TypeError, KeyError):
+                    data = response.json()["data"]
+                    return (float(data["total_cost"]), data.get("tokens_prompt"), data.get("tokens_completion"),
+                            data.get("model"))
+            elif response.status_code not in (404, 429) and response.status_code < 500:
+                break
+        log.warning("ralex: no cost for generation %s from OpenRouter; charging the hold", generation_id)
+        return None
+
+    # --- background tasks --------------------------------------------------------------------------
+    async def _listen(self) -> None:
+        """Apply budget changes (ralexctl budget set ...) as soon as Postgres announces them."""
+        backoff = 0.1
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.settings.database_url, autocommit=True, connect_timeout=3
+                ) as conn:
+                    await conn.execute("LISTEN ralex_budget")
+                    log.info("ralex: listening for budget changes")
+                    await self._reload_settings(conn)
+                    backoff = 0.1
+                    while True:
+                        # Wake on NOTIFY, and re-read at least every second in case one was missed.
+                        async for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            pass
+                        await self._reload_settings(conn)
+            except (psycopg.Error, OSError) as exc:
+                log.warning("ralex: settings listener lost Postgres (%s); retrying", str(exc).strip()[:200])
+                await asyncio.sleep(backoff)
+                backoff = min(5.0, backoff * 2)
+
+    async def _reload_settings(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        row = await (await conn.execute(SELECT_SETTINGS)).fetchone()
+        engine = self._engine
+        if row is None or engine is None:
+            return
+        new = settings_from_row(row)
+        spent = None
+        if new.timezone != engine.settings.timezone:
+            spent = await _spent_on(conn, budget_day(engine.clock(), new.timezone))
+        if new != engine.settings:
+            engine.apply_settings(new, spent)
+            log.info("ralex: budget settings now %s/day (%s), caps %s", new.daily_limit, new.timezone,
+                     {name: spec.max_cost_per_request for name, spec in engine.routing.aliases.items()})
+
+    async def _sweep(self) -> None:
+        horizon = self.settings.upstream_timeout * 2 + 60
+        while True:
+            await asyncio.sleep(5)
+            engine, writer, journal = self._engine, self.writer, self.journal
+            if engine is None or writer is None or journal is None:
+                continue
+            for row in engine.expire(horizon):
+                log.warning("ralex: request %s never reported back; charged its hold", row.request_id)
+            if journal.size > COMPACT_BYTES:
+                journal.rewrite(engine.open_holds(), writer.queued())
+
+    async def _refresh_prices(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.price_refresh_seconds)
+            try:
+                fetched = await afetch_prices(self.settings.openrouter_api_base, self.settings.openrouter_api_key)
+                self.prices = with_overrides(self.config, {**self.prices, **fetched})
+                if self._engine is not None:
+                    self._engine.set_routing(routing_config(self.config, self.prices))
+            except Exception as exc:
+                log.warning("ralex: price refresh failed (%s); keeping the last known prices", exc)
+
+    # --- what the admin routes show and change ------------------------------------------------------
+    async def budget_view(self) -> dict[str, Any]:
+        engine = await self.ready()
+        snap = engine.snapshot()
+        writer = self.writer
+        return {
+            "day": engine.book.day.isoformat(),
+            "limit": snap.limit,
+            "spent": snap.spent,
+            "reserved": snap.reserved,
+            "remaining": snap.remaining,
+            "fraction_used": snap.fraction_used,
+            "tier": snap.tier,
+            "timezone": snap.timezone,
+            "now": snap.now.isoformat(),
+            "resets_at": snap.reset_at.isoformat(),
+            "in_flight": engine.book.in_flight(),
+            "thresholds": {
+                "smart_min_remaining": snap.thresholds.smart_min_remaining,
+                "cheap_min_remaining": snap.thresholds.cheap_min_remaining,
+                "emergency_max_tokens": snap.thresholds.emergency_max_tokens,
+            },
+            "prices": {name: {"model": spec.model, "prompt": spec.prompt_price, "completion": spec.completion_price,
+                              "max_cost_per_request": spec.max_cost_per_request}
+                       for name, spec in engine.routing.aliases.items()},
+            "settings_updated_at": engine.settings.updated_at.isoformat() if engine.settings.updated_at else None,
+            "ledger": {
+                "pending": writer.pending if writer else 0,
+                "lag_seconds": writer.lag_seconds if writer else 0.0,
+                "written": writer.written if writer else 0,
+                "write_failures": writer.failures if writer else 0,
+            },
+        }
+
+    async def change_settings(self, by: str = "api", **changes: Any) -> dict[str, Any]:
+        """Validate and store a live settings change, apply it, and return the new budget view.
+
+        Raises :class:`ralex.budget.BudgetError` (and ValueError/TypeError) naming the fix.
+        """
+        await self.ready()
+        update = settings_update(by=by, **changes)
+        async with await psycopg.AsyncConnection.connect(self.settings.database_url, connect_timeout=5) as conn:
+            if update is not None:
+                async with conn.transaction():
+                    await conn.execute(*update)
+            await self._reload_settings(conn)
+        return await self.budget_view()
+
+    async def spend(self, days: int, by: str) -> dict[str, Any]:
+        if by not in SPEND_GROUPS:
+            raise ValueError(f"by must be one of {', '.join(SPEND_GROUPS)}")
+        if not 1 <= days <= 366:
+            raise ValueError("days must be between 1 and 366")
+        engine = await self.ready()
+        async with await psycopg.AsyncConnection.connect(self.settings.database_url, connect_timeout=5) as conn:
+            cursor = await conn.execute(spend_query(by), (engine.book.day, days))
+            rows = await cursor.fetchall()
+        return {"days": days, "by": by, "today": engine.book.day.isoformat(), "rows": [
+            {"day": r[0].isoformat(), "key": r[1], "requests": int(r[2]), "refusals": int(r[3]),
+             "spent": float(r[4])} for r in rows]}
+
+    async def explain(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The decision the proxy would take for ``body`` now (raises engine.Rejected for a bad body)."""
+        engine = await self.ready()
+        outcome = engine.preview(body)
+        if isinstance(outcome, Decision):
+            return {"decision": "route", "alias": outcome.alias, "model": outcome.model, "reason": outcome.reason,
+                    "tier": outcome.tier, "max_tokens": outcome.max_tokens, "worst_case": outcome.worst_case,
+                    "reserve": outcome.reserve, "fallbacks": [f.alias for f in outcome.fallbacks]}
+        return {"decision": "refuse", "status": outcome.status, "message": outcome.message,
+                "needed": outcome.needed}
+
+
+async def _spent_on(conn: psycopg.AsyncConnection[Any], day: date) -> float:
+    row = await (await conn.execute(SPENT_ON_DAY, (day,))).fetchone()
+    return float(row[0]) if row else 0.0
+
+
+runtime = ProxyRuntime()
+"""The process's runtime; the server's lifespan starts and stops it."""

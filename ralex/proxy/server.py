@@ -1,0 +1,237 @@
+"""The proxy's server: LiteLLM's app behind Ralex's gate, served by uvicorn on TCP and, for an agent
+container with no network, on a Unix socket.
+
+The gate is a small ASGI layer in front of LiteLLM that every request passes first:
+
+- **routes**: an allow-list (chat completions, models, health, metrics, Ralex's admin routes);
+  LiteLLM's pass-through routes (``/openrouter/...`` and the like) would reach the upstream with
+  the proxy's key and no budget, so they answer 404. On the Unix socket only the agent routes exist.
+- **chat bodies**: checked before LiteLLM parses them (:func:`ralex.params.forwardable`): invalid
+  UTF-8, invalid JSON, wrong types, unknown models and refused parameters get a 400 naming the
+  problem; bookkeeping parameters are dropped. Request headers are allow-listed too (LiteLLM reads
+  retries, timeouts, tags and credentials from headers), and the query string is dropped.
+- **responses**: LiteLLM's own ``x-litellm-*`` headers (upstream base URL, version) are removed.
+- **lifespan**: starts the Ralex runtime once LiteLLM has started, and stops it (drains the
+  ledger, keeps the journal) before LiteLLM shuts down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import stat
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any, Final
+
+from ralex.params import RequestError, forwardable
+from ralex.proxy.auth import is_agent_route, matches
+from ralex.proxy.runtime import ProxyRuntime, runtime
+from ralex.proxy.settings import ProxySettings
+
+log = logging.getLogger("ralex.proxy")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+CHAT_ROUTES: Final = frozenset({"/v1/chat/completions", "/chat/completions"})
+OPEN_PREFIXES: Final = ("/health", "/ralex/")
+OPEN_ROUTES: Final = frozenset({"/metrics", "/v1/models", "/models", "/v1/model/info", "/model/info",
+                                "/v1/chat/completions", "/chat/completions"})
+"""What the gate lets through to LiteLLM on TCP; everything else is 404."""
+FORWARDED_HEADERS: Final = frozenset({b"host", b"authorization", b"content-type", b"accept", b"accept-encoding",
+                                      b"user-agent", b"connection"})
+HIDDEN_RESPONSE_HEADERS: Final = (b"x-litellm-", b"llm_provider-")
+
+
+def _error_body(status: int, message: str, kind: str) -> bytes:
+    return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": str(status)}}).encode()
+
+
+async def _respond(send: Send, status: int, message: str, kind: str = "invalid_request_error") -> None:
+    body = _error_body(status, message, kind)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Gate:
+    """ASGI layer in front of LiteLLM's app (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, rt: ProxyRuntime, *, max_body_bytes: int = 32 << 20) -> None:
+        self.app = app
+        self.runtime = rt
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        if scope["type"] != "http":  # websockets (LiteLLM's realtime API) are not served
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        path = scope["path"].rstrip("/") or "/"
+        agent_socket = scope.get("server") is None  # uvicorn gives a Unix socket no server address
+        if agent_socket and not is_agent_route(path):
+            await _respond(send, 404, f"{path} is not served to the agent; it may call "
+                                      "/v1/chat/completions and /v1/models", "not_found")
+            return
+        if path not in OPEN_ROUTES and not path.startswith(OPEN_PREFIXES):
+            await _respond(send, 404, f"{path} is not served by Ralex; use /v1/chat/completions "
+                                      "(and ralexctl for the rest)", "not_found")
+            return
+        headers = scope.get("headers") or []
+        if path == "/metrics" and _bearer(headers) and matches(_bearer(headers), os.environ.get("RALEX_AGENT_KEY")):
+            await _respond(send, 403, "the agent key may only call the model routes", "permission_denied")
+            return
+        if path in CHAT_ROUTES and scope.get("method") == "POST":
+            await self._chat(scope, receive, send)
+            return
+        await self.app(scope, receive, _hiding_headers(send))
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(k.lower(), v) for k, v in scope.get("headers") or []]
+        if not any(k == b"authorization" and v.strip() for k, v in headers):
+            await _respond(send, 401, "missing API key: send 'Authorization: Bearer <key>' with LITELLM_MASTER_KEY "
+                                      "or RALEX_AGENT_KEY from .env", "authentication_error")
+            return
+        raw = await _read_body(receive, self.max_body_bytes)
+        if raw is None:
+            await _respond(send, 413, f"the request body is over {self.max_body_bytes >> 20} MB; send a shorter "
+                                      "conversation (or raise RALEX_MAX_BODY_BYTES)")
+            return
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            await _respond(send, 400, f"the request body is not valid UTF-8 (byte {exc.start}); send JSON in UTF-8")
+            return
+        try:
+            body = json.loads(text)
+        except ValueError as exc:
+            await _respond(send, 400, f"the request body is not valid JSON ({exc}); send a chat completion object")
+            return
+        try:
+            clean = forwardable(body)
+        except RequestError as exc:
+            await _respond(send, 400, str(exc))
+            return
+        payload = json.dumps(clean, ensure_ascii=False).encode()
+        kept = [(k, v) for k, v in headers if k in FORWARDED_HEADERS and k != b"content-type"]
+        kept += [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        inner = {**scope, "headers": kept, "query_string": b""}
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": payload, "more_body": False}
+            return await receive()  # waits for the client's disconnect, as the server's own receive does
+
+        await self.app(inner, replay, _hiding_headers(send))
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def receive_and_stop() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                try:
+                    await self.runtime.stop()
+                except Exception:
+                    log.exception("ralex: stopping the runtime failed; the journal keeps what was not written")
+            return message
+
+        async def start_then_send(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                try:
+                    await self.runtime.start()
+                except Exception as exc:  # Postgres away: the first request retries (and answers 503 meanwhile)
+                    log.warning("ralex: not started yet (%s); retrying on the first request", exc)
+            await send(message)
+
+        await self.app(scope, receive_and_stop, start_then_send)
+
+
+def _bearer(headers: list[tuple[bytes, bytes]]) -> str:
+    for key, value in headers:
+        if key.lower() == b"authorization":
+            return value.decode("latin-1").removeprefix("Bearer ").strip()
+    return ""
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b""
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _hiding_headers(send: Send) -> Send:
+    async def filtered(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [(k, v) for k, v in message.get("headers", [])
+                                  if not k.lower().startswith(HIDDEN_RESPONSE_HEADERS)]
+        await send(message)
+
+    return filtered
+
+
+# --- serving ---------------------------------------------------------------------------------------
+
+def unix_listener(path: Path) -> socket.socket:
+    """A Unix socket any local user may connect to (the agent runs as the host user's uid)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    os.chmod(path, 0o666)
+    sock.listen(2048)
+    return sock
+
+
+def tcp_listener(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock
+
+
+def serve(settings: ProxySettings, config_path: Path) -> None:
+    """Run LiteLLM's proxy app behind the gate (what ``litellm --config ...`` would run, plus Ralex)."""
+    import litellm
+    import uvicorn
+    from litellm.proxy.proxy_server import app, save_worker_config
+
+    from ralex.proxy.routes import register
+
+    save_worker_config(  # type: ignore[no-untyped-call]
+        model=None, alias=None, api_base=None, api_version=litellm.AZURE_DEFAULT_API_VERSION,
+                       debug=False, detailed_debug=False, temperature=None, max_tokens=None, request_timeout=None,
+                       max_budget=None, drop_params=False, add_function_to_prompt=False, headers=None, save=False,
+                       config=str(config_path), use_queue=False)
+    register(app, runtime)
+    gate = Gate(app, runtime, max_body_bytes=settings.max_body_bytes)
+    sockets = [tcp_listener(settings.host, settings.port)]
+    if settings.agent_socket is not None:
+        sockets.append(unix_listener(settings.agent_socket))
+    level = os.environ.get("LITELLM_LOG", "INFO").lower()
+    config = uvicorn.Config(gate, host=settings.host, port=settings.port, server_header=False,
+                            log_level=level if level in ("debug", "info", "warning", "error") else "info",
+                            timeout_graceful_shutdown=10, lifespan="on")
+    uvicorn.Server(config).run(sockets=sockets)
