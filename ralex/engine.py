@@ -196,7 +196,8 @@ class BudgetEngine:
     # --- completion --------------------------------------------------------------------------
     def settle(self, key: str, cost: float, *, cost_source: str, model: str | None = None,
                alias: str | None = None, prompt_tokens: int | None = None,
-               completion_tokens: int | None = None, status: str = "ok") -> LedgerRow | None:
+               completion_tokens: int | None = None, status: str = "ok",
+               generation_id: str | None = None) -> LedgerRow | None:
         """Replace the request's hold by its real cost (plus failed attempts that may be billed) and record it."""
         flight = self.in_flight.pop(key, None)
         if flight is None:
@@ -204,7 +205,8 @@ class BudgetEngine:
         cost += flight.billed_attempts
         day = self.book.settle(key, cost)
         row = self._row(flight, status=status, day=day, cost=cost, cost_source=cost_source, model=model,
-                        alias=alias, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+                        alias=alias, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                        generation_id=generation_id or flight.generation_id)
         self.sink(row)
         return row
 
@@ -250,17 +252,20 @@ class BudgetEngine:
     # --- rows --------------------------------------------------------------------------------
     def _row(self, flight: InFlight, *, status: str, day: date, cost: float, cost_source: str | None,
              model: str | None = None, alias: str | None = None, prompt_tokens: int | None = None,
-             completion_tokens: int | None = None, error: str | None = None) -> LedgerRow:
+             completion_tokens: int | None = None, error: str | None = None,
+             generation_id: str | None = None) -> LedgerRow:
         d = flight.decision
         routed = alias or d.alias
+        max_tokens = next((fb.max_tokens for fb in d.fallbacks if fb.alias == routed != d.alias), d.max_tokens)
         return LedgerRow(
             ts=self.clock(), budget_day=day, alias_requested=flight.request.requested_alias, status=status,
             request_id=uuid.UUID(flight.key), alias_routed=routed, upstream_model=model or d.model,
             reason=d.reason, tier=d.tier, fallback=routed != d.alias, stream=flight.request.stream,
-            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, max_tokens=d.max_tokens,
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, max_tokens=max_tokens,
             estimated_cost_usd=d.worst_case, reserved_usd=d.reserve, cost_usd=cost, cost_source=cost_source,
             latency_ms=int((time.monotonic() - flight.started) * 1000), turn_key=flight.request.turn,
             session_key=flight.request.session, error=error, route_kind=d.kind,
+            generation_id=generation_id or flight.generation_id,
         )
 
     def _record_refusal(self, request: ChatRequest, refusal: Refusal, snapshot: BudgetSnapshot,

@@ -51,6 +51,7 @@ class LedgerRow:
     session_key: str | None = None
     error: str | None = None
     route_kind: str = ""
+    generation_id: str | None = None
 
 
 def row_to_json(row: LedgerRow) -> dict[str, Any]:

@@ -109,14 +109,19 @@ class RalexHooks(CustomLogger):
         if not headers:
             return None
         headers = dict(headers)
-        served = _served_alias(response)
-        if served and served != headers.get("x-ralex-route"):
+        served = _served_model(response)
+        planned = headers.get("x-ralex-model", "")
+        if served and not served.endswith(planned):  # a fallback answered: say which
             engine = runtime.engine
-            spec = engine.routing.aliases.get(served) if engine else None
-            headers["x-ralex-fallback-from"] = headers.get("x-ralex-route", "")
-            headers["x-ralex-route"] = served
-            if spec is not None:
-                headers["x-ralex-model"] = spec.model
+            flight = engine.in_flight.get(headers.get("x-ralex-request-id", "")) if engine else None
+            for fb in flight.decision.fallbacks if flight and engine else ():
+                spec = engine.routing.aliases.get(fb.alias) if engine else None
+                if spec is not None and served.endswith(spec.model):
+                    headers["x-ralex-fallback-from"] = headers.get("x-ralex-route", "")
+                    headers["x-ralex-route"] = fb.alias
+                    headers["x-ralex-model"] = spec.model
+                    headers["x-ralex-max-tokens"] = str(fb.max_tokens)
+                    break
         return headers
 
     async def async_post_call_streaming_iterator_hook(self, user_api_key_dict: Any, response: Any,
@@ -160,8 +165,9 @@ class RalexHooks(CustomLogger):
                                          alias=alias)
             return
         spec = engine.routing.aliases.get(alias or "")
+        generation = flight.generation_id or getattr(response_obj, "id", None)
         engine.settle(flight.key, cost, cost_source="upstream", model=spec.model if spec else None, alias=alias,
-                      prompt_tokens=prompt, completion_tokens=completion)
+                      prompt_tokens=prompt, completion_tokens=completion, generation_id=generation)
 
     async def async_log_failure_event(self, kwargs: dict[str, Any], response_obj: Any, start_time: Any,
                                       end_time: Any) -> None:
@@ -181,10 +187,10 @@ class RalexHooks(CustomLogger):
         return None
 
 
-def _served_alias(response: Any) -> str | None:
-    hidden = getattr(response, "_hidden_params", None) or {}
-    group = hidden.get("model_group") or (hidden.get("litellm_params") or {}).get("model_group")
-    return group if isinstance(group, str) else None
+def _served_model(response: Any) -> str | None:
+    """The upstream model that produced the answer, as the response names it."""
+    model = getattr(response, "model", None)
+    return model if isinstance(model, str) and model else None
 
 
 handler = RalexHooks()

@@ -176,7 +176,7 @@ class ProxyRuntime:
             return
         cost, prompt, completion, model = found
         engine.settle(key, cost, cost_source="generation", alias=alias, model=model, prompt_tokens=prompt,
-                      completion_tokens=completion, status=status)
+                      completion_tokens=completion, status=status, generation_id=generation_id)
 
     async def generation_cost(self, generation_id: str) -> tuple[float, int | None, int | None, str | None] | None:
         """OpenRouter's own record of a generation: (total_cost, prompt, completion tokens, model)."""

@@ -253,7 +253,25 @@ def proxy(pg: Pg, fake: Fake, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 @pytest.fixture
-def live(proxy: Proxy, upstream: Fake) -> Proxy:
-    """The shared proxy with a clean upstream and a comfortable budget ($4 left: full tier)."""
+def live(proxy: Proxy, upstream: Fake) -> Iterator[Proxy]:
+    """The shared proxy with a clean upstream and a comfortable budget ($4 left: full tier).
+
+    After the test, every answer the upstream generated is checked against the ledger: the
+    model and max_tokens it received are the ones recorded, and its bill is in the ledger.
+    """
     proxy.set_remaining(4.0)
-    return proxy
+    yield proxy
+    if proxy.process.poll() is None:
+        assert_ledger_matches_upstream(proxy, upstream)
+
+
+def assert_ledger_matches_upstream(proxy: Proxy, upstream: Fake) -> None:
+    wait_until(lambda: proxy.budget()["in_flight"] == 0 and proxy.budget()["ledger"]["pending"] == 0, 60,
+               what="every request settled and written")
+    generated = [r for r in upstream.requests() if r.get("generation_id")]
+    rows = {row["generation_id"]: row for row in proxy.ledger("generation_id IS NOT NULL")}
+    for sent in generated:
+        row = rows.get(sent["generation_id"])
+        assert row is not None, f"upstream generation {sent['generation_id']} has no ledger row"
+        assert row["upstream_model"] == sent["model"], (row, sent["model"])
+        assert row["max_tokens"] == sent["max_tokens"], (row["max_tokens"], sent["max_tokens"])
