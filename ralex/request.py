@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -86,7 +87,7 @@ def estimate_prompt_tokens(messages: Sequence[Mapping[str, Any]], tools: object 
         cached = cached or "cache_control" in message
         content = message.get("content")
         if isinstance(content, str):
-            total += len(content.encode())
+            total += text_bytes(content)
         elif isinstance(content, Sequence):
             for part in content:
                 if not isinstance(part, Mapping):
@@ -94,16 +95,25 @@ def estimate_prompt_tokens(messages: Sequence[Mapping[str, Any]], tools: object 
                     continue
                 cached = cached or "cache_control" in part
                 if isinstance(part.get("text"), str):
-                    total += len(part["text"].encode())
+                    total += text_bytes(part["text"])
                 elif part.get("type") == "image_url":
                     total += _image_tokens(part.get("image_url"), index)
-        for key in ("tool_calls", "name", "tool_call_id", "reasoning", "reasoning_content"):
+        for key in ("tool_calls", "name", "tool_call_id", "refusal", "reasoning", "reasoning_content"):
             value = message.get(key)
             if value:
-                total += len(value.encode()) if isinstance(value, str) else len(json.dumps(value).encode())
+                total += text_bytes(value) if isinstance(value, str) else len(json.dumps(value).encode())
     if tools:
         total += len(json.dumps(tools).encode()) + TOOLS_OVERHEAD_TOKENS
     return math.ceil(total * CACHE_WRITE_FACTOR) if cached else total
+
+
+def text_bytes(text: str) -> int:
+    """UTF-8 bytes of ``text``, or of its NFKC form when that is longer (some tokenizers normalize
+    first: U+FDFA becomes 18 characters). Lone surrogates count as the 3 bytes they would take."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if text.isascii():
+        return size
+    return max(size, len(unicodedata.normalize("NFKC", text).encode("utf-8", "surrogatepass")))
 
 
 def _image_tokens(image: object, index: int) -> int:
@@ -138,7 +148,7 @@ def turn_key(messages: Sequence[Mapping[str, Any]], requested_alias: str) -> str
     latest = users[-1] if users else ""
     digest = hashlib.blake2b(digest_size=12)
     for piece in (requested_alias, first, str(len(users)), latest):
-        digest.update(piece.encode())
+        digest.update(piece.encode("utf-8", "surrogatepass"))
         digest.update(b"\x00")
     return digest.hexdigest()
 
@@ -147,7 +157,8 @@ def session_key(messages: Sequence[Mapping[str, Any]]) -> str:
     """Identity of the conversation: its first user message."""
     for message in messages:
         if message.get("role") == "user":
-            return hashlib.blake2b(content_text(message.get("content")).encode(), digest_size=8).hexdigest()
+            return hashlib.blake2b(content_text(message.get("content")).encode("utf-8", "surrogatepass"),
+                                  digest_size=8).hexdigest()
     return ""
 
 

@@ -27,6 +27,31 @@ from ralex.ledger.store import INSERT_LEDGER, row_values
 log = logging.getLogger("ralex.ledger")
 
 
+async def insert_rows(conn: psycopg.AsyncConnection[Any], rows: list[LedgerRow]) -> list[LedgerRow]:
+    """Insert rows (idempotent); a row Postgres rejects does not stop the others. Returns the rejected.
+
+    Raises psycopg.OperationalError when Postgres is away.
+    """
+    try:
+        async with conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(INSERT_LEDGER, [row_values(r) for r in rows])
+        return []
+    except (psycopg.OperationalError, psycopg.InterfaceError):
+        raise
+    except psycopg.Error:
+        pass
+    refused = []
+    for row in rows:
+        try:
+            async with conn.transaction():
+                await conn.execute(INSERT_LEDGER, row_values(row))
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            raise
+        except psycopg.Error:
+            refused.append(row)
+    return refused
+
+
 class LedgerWriter:
     def __init__(self, dsn: str, *, journal: Journal | None = None, batch_size: int = 500,
                  max_backoff: float = 2.0) -> None:
@@ -113,12 +138,18 @@ class LedgerWriter:
                 await asyncio.sleep(backoff)
                 backoff = min(self._max_backoff, backoff * 2)
                 continue
-            except psycopg.Error as exc:  # a row Postgres rejects: keep it, never drop it silently
+            except psycopg.Error as exc:  # a row Postgres rejects: write the others, keep it aside
                 self.failures += 1
                 self.last_error = str(exc)
-                log.error("ledger: rows rejected (%s); moving %d rows aside", exc, len(batch))
                 await self._reset_connection()
-                self._set_aside(batch)
+                try:
+                    refused = await self._write_one_by_one(batch)
+                except (psycopg.OperationalError, psycopg.InterfaceError, OSError):
+                    await self._reset_connection()
+                    continue
+                if refused:
+                    log.error("ledger: Postgres rejected %d rows (%s); kept beside the journal", len(refused), exc)
+                    self.set_aside(refused)
             for _ in batch:
                 self._queue.popleft()
             self.written += len(batch)
@@ -129,6 +160,9 @@ class LedgerWriter:
         async with conn.transaction(), conn.cursor() as cur:
             await cur.executemany(INSERT_LEDGER, [row_values(r) for r in batch])
 
+    async def _write_one_by_one(self, batch: list[LedgerRow]) -> list[LedgerRow]:
+        return await insert_rows(await self._connection(), batch)
+
     async def _reset_connection(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(psycopg.Error):
@@ -136,7 +170,7 @@ class LedgerWriter:
         self._conn = None
 
     # --- rows Postgres refuses ---------------------------------------------------------------
-    def _set_aside(self, rows: list[LedgerRow]) -> None:
+    def set_aside(self, rows: list[LedgerRow]) -> None:
         """Keep rows Postgres rejected in a file beside the journal (never dropped silently)."""
         if self.journal is None:
             log.error("ledger: no journal configured; %d rejected rows kept only in the log: %s", len(rows),

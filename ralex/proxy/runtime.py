@@ -22,16 +22,14 @@ from ralex.config import load_config
 from ralex.engine import BudgetEngine
 from ralex.ledger.journal import COMPACT_BYTES, Journal, replay
 from ralex.ledger.store import (
-    INSERT_LEDGER,
     SELECT_SETTINGS,
     SPEND_GROUPS,
     SPENT_ON_DAY,
-    row_values,
     settings_from_row,
     settings_update,
     spend_query,
 )
-from ralex.ledger.writer import LedgerWriter
+from ralex.ledger.writer import LedgerWriter, insert_rows
 from ralex.policy import Decision
 from ralex.pricing import Price, afetch_prices, routing_config, with_overrides
 from ralex.proxy.settings import load_settings
@@ -97,9 +95,8 @@ class ProxyRuntime:
         async with await psycopg.AsyncConnection.connect(settings.database_url, connect_timeout=5) as conn:
             legacy = journal.path.with_name("ledger-spool.jsonl")  # written by earlier versions
             replayed = [*journal.pending(), *replay(legacy)]
+            refused = await insert_rows(conn, replayed) if replayed else []
             if replayed:
-                async with conn.transaction(), conn.cursor() as cur:
-                    await cur.executemany(INSERT_LEDGER, [row_values(r) for r in replayed])
                 interrupted = sum(1 for r in replayed if r.status == "interrupted")
                 log.warning("ralex: journal replayed %d rows (%d requests interrupted, charged at their hold)",
                             len(replayed), interrupted)
@@ -111,6 +108,9 @@ class ProxyRuntime:
             spent = await _spent_on(conn, budget_day(clock(), budget.timezone))
         self.journal = journal
         self.writer = LedgerWriter(settings.database_url, journal=journal)
+        if refused:
+            log.error("ralex: Postgres rejected %d journal rows; kept beside the journal", len(refused))
+            self.writer.set_aside(refused)
         self.writer.start()
         self._http = httpx.AsyncClient(timeout=10)
         self._engine = BudgetEngine(routing_config(self.config, self.prices), budget, spent, clock=clock,

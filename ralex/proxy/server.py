@@ -120,7 +120,12 @@ class Gate:
         except RequestError as exc:
             await _respond(send, 400, str(exc))
             return
-        payload = json.dumps(clean, ensure_ascii=False).encode()
+        try:
+            payload = json.dumps(clean, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            await _respond(send, 400, "the request holds a lone UTF-16 surrogate escape (such as \\ud800), "
+                                      "which is not valid Unicode; send whole characters")
+            return
         kept = [(k, v) for k, v in headers if k in FORWARDED_HEADERS and k != b"content-type"]
         kept += [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         inner = {**scope, "headers": kept, "query_string": b""}
