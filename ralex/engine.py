@@ -130,6 +130,8 @@ class BudgetEngine:
             request = ChatRequest.from_body(body)
         except RequestError as exc:
             raise Rejected(400, str(exc)) from None
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a shape no check foresaw
+            raise Rejected(400, f"the request body does not have the shape of a chat completion ({exc})") from None
         sticky = None
         if request.requested_alias == "auto" and not request.housekeeping:
             sticky = self.turns.get(request.turn, mono)

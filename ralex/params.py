@@ -196,9 +196,9 @@ def check_messages(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping) or "role" not in message:
             raise RequestError(f"messages[{i}] must be an object with a 'role'")
-        if message["role"] not in ROLES:
+        if not isinstance(message["role"], str) or message["role"] not in ROLES:
             raise RequestError(f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}")
-        unknown = sorted(set(message) - MESSAGE_KEYS)
+        unknown = sorted(str(k) for k in set(message) - MESSAGE_KEYS)
         if unknown:
             raise RequestError(f"messages[{i}] has unknown field '{unknown[0]}'; a message may hold "
                                + ", ".join(sorted(MESSAGE_KEYS)))
@@ -220,7 +220,7 @@ def _check_content(where: str, content: Any) -> None:
         raise RequestError(f"{where} must be a string or a list of parts, got {_kind(content)}")
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, Mapping) else None
-        if kind not in PART_KEYS:
+        if not isinstance(kind, str) or kind not in PART_KEYS:
             shown = kind if isinstance(kind, str) else _kind(part)
             raise RequestError(f"{where}[{j}] is a {shown!r} part; Ralex forwards text and image_url parts only")
         unknown = sorted(set(part) - PART_KEYS[kind])

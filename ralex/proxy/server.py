@@ -120,6 +120,11 @@ class Gate:
         except RequestError as exc:
             await _respond(send, 400, str(exc))
             return
+        except Exception:  # a shape the checks did not foresee: still the client's input, never a 500
+            log.exception("ralex: unexpected request shape")
+            await _respond(send, 400, "the request body does not have the shape of a chat completion; "
+                                      "see https://platform.openai.com/docs/api-reference/chat/create")
+            return
         try:
             payload = json.dumps(clean, ensure_ascii=False).encode()
         except UnicodeEncodeError:
