@@ -133,8 +133,9 @@ class RalexHooks(CustomLogger):
         try:
             async for chunk in response:
                 if flight is not None:
-                    if flight.generation_id is None:
-                        flight.generation_id = getattr(chunk, "id", None)
+                    if flight.generation_id is None and getattr(chunk, "id", None):
+                        flight.generation_id = chunk.id
+                        runtime.note_generation(flight)
                     choices = getattr(chunk, "choices", None) or ()
                     finished = finished or any(getattr(c, "finish_reason", None) for c in choices)
                 yield chunk

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import date
 from typing import Any, Final
 
@@ -19,8 +19,9 @@ import psycopg
 
 from ralex.budget import budget_day
 from ralex.config import load_config
-from ralex.engine import BudgetEngine
+from ralex.engine import BudgetEngine, InFlight
 from ralex.ledger.journal import COMPACT_BYTES, Journal, replay
+from ralex.ledger.rows import LedgerRow
 from ralex.ledger.store import (
     SELECT_SETTINGS,
     SPEND_GROUPS,
@@ -38,18 +39,12 @@ log = logging.getLogger("ralex.proxy")
 READY_TIMEOUT: Final = 15.0
 GENERATION_LOOKUP_DELAYS: Final = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 """OpenRouter answers a generation lookup 404 for a few seconds after the generation ends."""
+STARTUP_LOOKUP_DELAYS: Final = (0.0, 1.0, 2.0)
+"""At start the journal's streams ended seconds ago at least; a short wait bounds the start-up delay."""
 
 
 class NotReady(RuntimeError):
     """The runtime could not start (Postgres away, broken prices); the message names the cause."""
-
-
-@dataclass(frozen=True, slots=True)
-class Settled:
-    """How a request whose answer did not carry its cost was finally charged."""
-
-    cost: float
-    source: str
 
 
 class ProxyRuntime:
@@ -91,10 +86,11 @@ class ProxyRuntime:
         self.prices = self._stored_prices() or with_overrides(
             self.config, await afetch_prices(settings.openrouter_api_base, settings.openrouter_api_key))
         clock = settings.clock()
+        self._http = httpx.AsyncClient(timeout=10)
         journal = Journal(settings.journal_path or settings.runtime_dir / "ledger-journal.jsonl")
         async with await psycopg.AsyncConnection.connect(settings.database_url, connect_timeout=5) as conn:
             legacy = journal.path.with_name("ledger-spool.jsonl")  # written by earlier versions
-            replayed = [*journal.pending(), *replay(legacy)]
+            replayed = await self._price_interrupted([*journal.pending(), *replay(legacy)])
             refused = await insert_rows(conn, replayed) if replayed else []
             if replayed:
                 interrupted = sum(1 for r in replayed if r.status == "interrupted")
@@ -112,7 +108,6 @@ class ProxyRuntime:
             log.error("ralex: Postgres rejected %d journal rows; kept beside the journal", len(refused))
             self.writer.set_aside(refused)
         self.writer.start()
-        self._http = httpx.AsyncClient(timeout=10)
         self._engine = BudgetEngine(routing_config(self.config, self.prices), budget, spent, clock=clock,
                                     sink=self.writer.submit, hold_sink=journal.hold,
                                     sticky_ttl=self.config.routing.sticky_turn_ttl_seconds)
@@ -155,6 +150,24 @@ class ProxyRuntime:
         return self._engine
 
     # --- settling what the answer did not price ---------------------------------------------------
+    def note_generation(self, flight: InFlight) -> None:
+        """A stream started: journal its generation id, so a restart can ask OpenRouter what it cost."""
+        if self._engine is not None and self.journal is not None:
+            self.journal.hold(self._engine.hold_row(flight))
+
+    async def _price_interrupted(self, rows: list[LedgerRow]) -> list[LedgerRow]:
+        """Interrupted requests whose generation is known are charged OpenRouter's figure, not the hold."""
+        async def priced(row: LedgerRow) -> LedgerRow:
+            if row.status != "interrupted" or not row.generation_id:
+                return row
+            found = await self.generation_cost(row.generation_id, delays=STARTUP_LOOKUP_DELAYS)
+            if found is None:
+                return row
+            return replace(row, cost_usd=found[0], cost_source="generation", prompt_tokens=found[1],
+                           completion_tokens=found[2])
+
+        return list(await asyncio.gather(*(priced(row) for row in rows)))
+
     def settle_from_upstream(self, key: str, generation_id: str | None, *, alias: str | None,
                              status: str = "ok", error: str | None = None) -> None:
         """The answer carried no cost (a cut stream, a missing usage chunk): ask OpenRouter for the
@@ -178,13 +191,14 @@ class ProxyRuntime:
         engine.settle(key, cost, cost_source="generation", alias=alias, model=model, prompt_tokens=prompt,
                       completion_tokens=completion, status=status, generation_id=generation_id)
 
-    async def generation_cost(self, generation_id: str) -> tuple[float, int | None, int | None, str | None] | None:
+    async def generation_cost(self, generation_id: str, delays: tuple[float, ...] = GENERATION_LOOKUP_DELAYS,
+                              ) -> tuple[float, int | None, int | None, str | None] | None:
         """OpenRouter's own record of a generation: (total_cost, prompt, completion tokens, model)."""
         if self._http is None:
             return None
         url = f"{self.settings.openrouter_api_base.rstrip('/')}/generation"
         headers = {"Authorization": f"Bearer {self.settings.openrouter_api_key}"}
-        for delay in GENERATION_LOOKUP_DELAYS:
+        for delay in delays:
             await asyncio.sleep(delay)
             try:
                 response = await self._http.get(url, params={"id": generation_id}, headers=headers)
