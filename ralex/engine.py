@@ -11,11 +11,12 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any, Final
 
 from ralex.budget import BudgetSnapshot, ReservationBook, budget_day
+from ralex.classify import classify
 from ralex.ledger.rows import BudgetSettings, LedgerRow
 from ralex.policy import Decision, Refusal, RouteInput, RoutingConfig, UnknownAlias, route, with_caps
 from ralex.request import ChatRequest, RequestError
@@ -146,10 +147,51 @@ class BudgetEngine:
             raise Rejected(400, str(exc)) from None
         return request, snapshot, sticky, outcome
 
-    def preview(self, body: Mapping[str, Any]) -> Decision | Refusal:
-        """What :meth:`admit` would decide now, without reserving or remembering anything."""
-        _, _, _, outcome = self._decide(body, self.clock(), time.monotonic())
-        return outcome
+    def preview(self, body: Mapping[str, Any], remaining: float | None = None) -> Decision | Refusal:
+        """What :meth:`admit` would decide now, without reserving or remembering anything.
+
+        ``remaining`` asks "what if only this much were left today" instead of the real figure.
+        """
+        return self.explain(body, remaining)[1]
+
+    def explain(self, body: Mapping[str, Any], remaining: float | None = None
+                ) -> tuple[dict[str, Any], Decision | Refusal]:
+        """The preview with everything a person needs to understand it (JSON-ready), and the outcome.
+
+        The one implementation behind ``POST /ralex/route`` and ``ralexctl route``; raises
+        :class:`Rejected` (400) for a body admission would refuse as malformed.
+        """
+        saved = self.book.spent
+        now = self.clock()
+        self._roll(now)
+        if remaining is not None:  # what-if: pretend the day has exactly this much left (no holds)
+            self.book.spent = self.settings.daily_limit - remaining - self.book.reserved
+        try:
+            request, snapshot, sticky, outcome = self._decide(body, now, time.monotonic())
+        finally:
+            self.book.spent = saved
+        verdict = classify(request.task, self.routing.smart_threshold)
+        payload: dict[str, Any] = {
+            "requested": request.requested_alias,
+            "remaining": round(max(0.0, snapshot.remaining), 6),
+            "tier": snapshot.tier,
+            "prompt_tokens_bound": request.prompt_tokens,
+            "classification": {"label": verdict.label, "score": verdict.score, "signals": list(verdict.matched)},
+            "caps": {name: spec.max_cost_per_request for name, spec in self.routing.aliases.items()},
+            "resets_at": snapshot.reset_at.isoformat(),
+        }
+        if sticky:
+            payload["sticky_alias"] = sticky
+        if isinstance(outcome, Decision):
+            payload.update({
+                "decision": "route", "alias": outcome.alias, "model": outcome.model, "reason": outcome.reason,
+                "max_tokens": outcome.max_tokens, "worst_case_usd": outcome.worst_case,
+                "reserve_usd": outcome.reserve, "fallbacks": [asdict(f) for f in outcome.fallbacks],
+            })
+        else:
+            payload.update({"decision": "refuse", "status": outcome.status, "message": outcome.message,
+                            "needed_usd": outcome.needed})
+        return payload, outcome
 
     def admit(self, body: Mapping[str, Any]) -> InFlight:
         """Route and reserve, or raise :class:`Rejected` (400 bad request, 402 over budget)."""

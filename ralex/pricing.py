@@ -5,8 +5,10 @@ A model with no known price stops the proxy at start: a silent $0 would let it o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any, Final
 
 import httpx
@@ -54,6 +56,14 @@ async def afetch_prices(api_base: str, api_key: str | None = None, timeout: floa
         response = await client.get(f"{api_base.rstrip('/')}/models", headers=headers)
         response.raise_for_status()
         return parse_models(response.json())
+
+
+def snapshot_prices() -> tuple[dict[str, Price], str]:
+    """The dated price list shipped with the package, and its date (for offline explanations only)."""
+    data = json.loads(resources.files("ralex.data").joinpath("prices-snapshot.json").read_text())
+    prices = {model: Price(p["prompt"], p["completion"], p.get("context_length"), "snapshot")
+              for model, p in data["models"].items()}
+    return prices, str(data["as_of"])
 
 
 def with_overrides(config: RalexConfig, fetched: Mapping[str, Price]) -> dict[str, Price]:

@@ -73,19 +73,36 @@ def route_command(
 
     Example: ralexctl route --json "refactor the auth module" --remaining 1.20
     """
-    from ralex.policy import Decision  # the policy, config and prices load only for this command
-    from ralex_ctl.explain import explain
+    from ralex_ctl.explain import explain_offline, parse_remaining, request_body
 
-    payload, outcome, tier, left = explain(prompt, remaining, model, max_tokens)
+    body = request_body(prompt, model, max_tokens)
+    what_if = parse_remaining(remaining)
+    payload = None
+    try:
+        project: Project | None = find_project()
+    except RalexError:  # not inside a Ralex folder: compute it here
+        project = None
+    if project is not None and project.env_path.exists():
+        from ralex_ctl.proxy_api import ProxyClient, ProxyUnavailable
+
+        try:
+            payload = ProxyClient(project, timeout=5).route(body, what_if)
+        except ProxyUnavailable:
+            payload = None
+    if payload is None:
+        payload = explain_offline(body, what_if)
+    payload = {"prompt": prompt, **payload}
     if as_json:
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
-    if isinstance(outcome, Decision):
-        console.print(f"[bold]{outcome.alias}[/bold] -> {outcome.model}  "
-                      f"(tier {tier}, {usd(left)} left, max_tokens {outcome.max_tokens})")
-        console.print(f"why: {outcome.reason}")
+    if payload["decision"] == "route":
+        console.print(f"[bold]{payload['alias']}[/bold] -> {payload['model']}  "
+                      f"(tier {payload['tier']}, {usd(payload['remaining'])} left, max_tokens {payload['max_tokens']}, "
+                      f"worst case {usd(payload['worst_case_usd'])})")
+        console.print(f"why: {payload['reason']}")
     else:
-        console.print(f"[red]refused ({outcome.status})[/red]: {outcome.message}")
+        console.print(f"[red]refused ({payload['status']})[/red]: {payload['message']}")
+    console.print(f"[dim]from: {payload['source']}; prices: {payload['prices']}[/dim]")
 
 
 # --- setting up -------------------------------------------------------------------------------

@@ -1,24 +1,27 @@
-"""`ralexctl route`: the decision the proxy would take for a prompt, computed by the same policy code."""
+"""`ralexctl route`: the decision the proxy would take for a prompt.
+
+With the stack up, the running proxy answers (`POST /ralex/route`: live budget, live caps, live
+prices). With it down, the same engine preview runs here, on the ledger's settings if it can be
+reached and on offline prices (:mod:`ralex_ctl.prices`), and the answer says so.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
-from ralex.budget import BudgetError, BudgetSnapshot, budget_day, parse_budget
-from ralex.classify import classify
+from ralex.budget import BudgetError, budget_day, parse_budget
 from ralex.config import ConfigError, load_config
+from ralex.engine import BudgetEngine, Rejected
 from ralex.ledger.store import BudgetSettings, LedgerUnavailable, connect, read_settings, spent_on
 from ralex.params import ALIASES
-from ralex.policy import Decision, Refusal, RouteInput, UnknownAlias, route, with_caps
 from ralex.pricing import routing_config
-from ralex.request import estimate_prompt_tokens
 from ralex_ctl.errors import PricesUnknown, RalexError
-from ralex_ctl.prices import load_prices
+from ralex_ctl.prices import offline_prices
 
 
 def _config_path() -> Path | None:
@@ -42,56 +45,49 @@ def _ledger_today() -> tuple[BudgetSettings, float] | None:
         return None
 
 
-def explain(prompt: str, remaining: str | None, model: str, max_tokens: int | None
-            ) -> tuple[dict[str, object], Decision | Refusal, str, float]:
-    """The JSON payload of `ralexctl route`, the policy's outcome, the budget tier and the dollars left."""
+def request_body(prompt: str, model: str, max_tokens: int | None) -> dict[str, Any]:
     if model not in ALIASES:
         raise RalexError(f"unknown model {model!r}; use one of: {', '.join(ALIASES)}")
+    if max_tokens is not None and max_tokens <= 0:
+        raise RalexError(f"--max-tokens must be a positive number of tokens, not {max_tokens}")
+    if not prompt.strip():
+        raise RalexError("the prompt is empty; give the task text, e.g. ralexctl route \"fix the typo in hello.py\"")
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}]}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    return body
+
+
+def parse_remaining(remaining: str | None) -> float | None:
+    if remaining is None:
+        return None
+    try:
+        return parse_budget(remaining)
+    except BudgetError as exc:
+        raise RalexError(f"--remaining: {exc}") from None
+
+
+def explain_offline(body: dict[str, Any], remaining: float | None) -> dict[str, Any]:
+    """The engine's preview computed here: config, ledger settings if reachable, offline prices."""
     try:
         config = load_config(_config_path())
     except ConfigError as exc:
         raise RalexError(str(exc)) from None
-    prices = load_prices(config)
+    prices, source = offline_prices(config)
     try:
         routing = routing_config(config, prices)
     except ConfigError as exc:
-        raise PricesUnknown(f"{exc}. Start the stack once (prices are cached in the ledger) or set "
-                            "OPENROUTER_API_BASE/OPENROUTER_API_KEY") from None
-    limit, timezone, thresholds = config.budget.daily_limit, config.budget.timezone, config.budget.thresholds()
+        raise PricesUnknown(f"{exc}. Add the model's prices under `prices:` in config/ralex.yaml") from None
     today = _ledger_today()
     if today is not None:
-        limit, timezone, thresholds = today[0].daily_limit, today[0].timezone, today[0].thresholds
-        routing = with_caps(routing, today[0].caps)
-    if remaining is None:
-        left = limit - today[1] if today else limit
+        settings, spent = today
     else:
-        try:
-            left = parse_budget(remaining)
-        except BudgetError as exc:
-            raise RalexError(f"--remaining: {exc}") from None
-    limit = max(limit, left)
-    snapshot = BudgetSnapshot(limit=limit, spent=limit - left, reserved=0.0, timezone=timezone,
-                              now=datetime.now(UTC), thresholds=thresholds)
-    tokens = estimate_prompt_tokens([{"role": "user", "content": prompt}])
+        d = config.budget
+        settings, spent = BudgetSettings(d.daily_limit, d.timezone, d.thresholds()), 0.0
+    engine = BudgetEngine(routing, settings, spent, clock=lambda: datetime.now(UTC), sink=lambda row: None)
     try:
-        outcome = route(RouteInput(model, prompt, tokens, max_tokens), snapshot, routing)
-    except UnknownAlias as exc:
-        raise RalexError(str(exc)) from None
-    verdict = classify(prompt, config.routing.smart_threshold)
-    payload: dict[str, object] = {
-        "prompt": prompt,
-        "requested": model,
-        "remaining": left,
-        "tier": snapshot.tier,
-        "classification": {"label": verdict.label, "score": verdict.score, "signals": list(verdict.matched)},
-    }
-    if isinstance(outcome, Decision):
-        payload.update({
-            "decision": "route", "alias": outcome.alias, "model": outcome.model, "reason": outcome.reason,
-            "max_tokens": outcome.max_tokens, "worst_case_usd": outcome.worst_case, "reserve_usd": outcome.reserve,
-            "fallbacks": [asdict(f) for f in outcome.fallbacks],
-        })
-    else:
-        payload.update({"decision": "refuse", "status": outcome.status, "message": outcome.message,
-                        "needed_usd": outcome.needed})
-    return payload, outcome, snapshot.tier, left
+        payload, _ = engine.explain(body, remaining)
+    except Rejected as exc:
+        raise RalexError(exc.message) from None
+    budget = "live settings from the ledger" if today is not None else "config/ralex.yaml defaults"
+    return {**payload, "source": f"computed here (stack down): {budget}", "prices": source}

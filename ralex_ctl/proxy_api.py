@@ -51,6 +51,11 @@ class ProxyClient:
     def set_budget(self, **changes: Any) -> dict[str, Any]:
         return dict(self._call("PUT", "/ralex/budget", json={**changes, "by": "ralexctl"}))
 
+    def route(self, body: dict[str, Any], remaining: float | None = None) -> dict[str, Any]:
+        """The running proxy's decision for a chat body (``remaining``: what if only this much were left)."""
+        extra = {"ralex_remaining": remaining} if remaining is not None else {}
+        return dict(self._call("POST", "/ralex/route", json={**body, **extra}))
+
     def spend(self, days: int, by: str) -> dict[str, Any]:
         return dict(self._call("GET", "/ralex/spend", params={"days": days, "by": by}))
 

@@ -4,7 +4,8 @@
 - ``PUT /ralex/budget``: change the live budget settings (limit, timezone, tiers, per-request
   ``caps``); applied before the response returns.
 - ``GET /ralex/spend?days=7&by=alias``: spend per day from the ledger's daily aggregates.
-- ``POST /ralex/route``: what the proxy would decide for a chat body now, without forwarding it.
+- ``POST /ralex/route``: what the proxy would decide for a chat body now, without forwarding it
+  (``ralex_remaining`` in the body asks "what if only this much were left today").
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.routing import APIRoute
 
-from ralex.budget import BudgetError
+from ralex.budget import BudgetError, parse_budget
 from ralex.engine import Rejected
 from ralex.proxy.auth import matches
 from ralex.proxy.runtime import NotReady, ProxyRuntime
@@ -70,8 +71,14 @@ def register(app: FastAPI, runtime: ProxyRuntime) -> None:
     async def explain(request: Request) -> dict[str, Any]:
         _require_master(request)
         body = await _json_object(request)
+        remaining = body.pop("ralex_remaining", None)
+        if remaining is not None:
+            try:
+                remaining = parse_budget(remaining)
+            except BudgetError as exc:
+                raise HTTPException(400, f"ralex_remaining: {exc}") from None
         try:
-            return await runtime.explain(body)
+            return await runtime.explain(body, remaining)
         except Rejected as exc:
             raise HTTPException(exc.status, exc.message) from None
 

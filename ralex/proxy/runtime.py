@@ -31,7 +31,6 @@ from ralex.ledger.store import (
     spend_query,
 )
 from ralex.ledger.writer import LedgerWriter, insert_rows
-from ralex.policy import Decision
 from ralex.pricing import Price, afetch_prices, routing_config, with_overrides
 from ralex.proxy.settings import load_settings
 
@@ -335,16 +334,11 @@ class ProxyRuntime:
             {"day": r[0].isoformat(), "key": r[1], "requests": int(r[2]), "refusals": int(r[3]),
              "spent": float(r[4])} for r in rows]}
 
-    async def explain(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def explain(self, body: dict[str, Any], remaining: float | None = None) -> dict[str, Any]:
         """The decision the proxy would take for ``body`` now (raises engine.Rejected for a bad body)."""
         engine = await self.ready()
-        outcome = engine.preview(body)
-        if isinstance(outcome, Decision):
-            return {"decision": "route", "alias": outcome.alias, "model": outcome.model, "reason": outcome.reason,
-                    "tier": outcome.tier, "max_tokens": outcome.max_tokens, "worst_case": outcome.worst_case,
-                    "reserve": outcome.reserve, "fallbacks": [f.alias for f in outcome.fallbacks]}
-        return {"decision": "refuse", "status": outcome.status, "message": outcome.message,
-                "needed": outcome.needed}
+        payload, _ = engine.explain(body, remaining)
+        return {**payload, "source": "proxy", "prices": "live (OpenRouter)"}
 
 
 async def _spent_on(conn: psycopg.AsyncConnection[Any], day: date) -> float:
