@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ralex.budget import Thresholds, parse_budget, zone
 
 _REPO_CONFIG: Final = Path(__file__).resolve().parent.parent / "config" / "ralex.yaml"
-DEFAULT_CONFIG_PATH: Final = _REPO_CONFIG if _REPO_CONFIG.exists() else Path(__file__).resolve().parent / "data" / "ralex.yaml"
+_PACKAGED_CONFIG: Final = Path(__file__).resolve().parent / "data" / "ralex.yaml"
+DEFAULT_CONFIG_PATH: Final = _REPO_CONFIG if _REPO_CONFIG.exists() else _PACKAGED_CONFIG
 """The shipped policy: config/ralex.yaml in a checkout; the copy packaged with an installed ralexctl."""
 ROUTED_ALIASES: Final = ("cheap", "smart", "yolo")
 PLACEHOLDERS: Final = frozenset({"", "changethis", "change-me", "changeme", "sk-or-...", "sk-..."})
