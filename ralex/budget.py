@@ -50,6 +50,21 @@ def parse_budget(value: object) -> float:
 
 CAPPED_ALIASES: Final = ("cheap", "smart", "yolo")
 
+CAP_PRESETS: Final[dict[str, dict[str, float]]] = {
+    "agent": {"cheap": 0.10, "smart": 0.60, "yolo": 0.10},
+    "strict": {"cheap": 0.001, "smart": 0.01, "yolo": 0.0005},
+}
+"""Named per-request caps (USD): `agent` (the shipped default) admits every step of a coding agent's
+working day, up to a session near its context limit; `strict` is sized for one-shot chat prompts
+and refuses an agent's steps. `ralexctl budget caps strict` applies one live."""
+
+
+def cap_preset(name: str) -> dict[str, float]:
+    try:
+        return dict(CAP_PRESETS[name])
+    except KeyError:
+        raise BudgetError(f"unknown caps preset {name!r}; use one of: {', '.join(CAP_PRESETS)}") from None
+
 
 def parse_caps(caps: Mapping[str, object]) -> dict[str, float]:
     """Validated per-request caps: {"smart": 0.5}. Raises BudgetError naming the fix."""

@@ -2,30 +2,44 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import queue
+import re
 import secrets
 import shutil
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import webbrowser
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
+import docker.errors
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
 from ralex import __version__
 from ralex.budget import BUDGET_TIERS, BudgetError, parse_budget, parse_caps, usd, zone
 from ralex_ctl import render, stack
 from ralex_ctl.errors import RalexError
-from ralex_ctl.project import Project, find_project, render_env
+from ralex_ctl.project import (
+    REQUIRED,
+    Project,
+    compose_path,
+    find_project,
+    normalize_project_name,
+    read_env_text,
+    render_env,
+)
 from ralex_ctl.proxy_api import ProxyClient
 
 app = typer.Typer(
@@ -162,8 +176,9 @@ def init(
         zone(timezone)
     except BudgetError as exc:
         raise RalexError(str(exc)) from None
-    workspace = workspace or (Path(typer.prompt("Workspace folder", default="./workspace")) if interactive
-                              else Path("./workspace"))
+    workspace_value = compose_path("RALEX_WORKSPACE", str(workspace) if workspace else (
+        typer.prompt("Workspace folder", default="./workspace") if interactive else "./workspace"))
+    workspace = Path(workspace_value)
     values = {
         "OPENROUTER_API_KEY": openrouter_key,
         "LITELLM_MASTER_KEY": _secret("sk-"),
@@ -173,20 +188,94 @@ def init(
         "GRAFANA_ADMIN_PASSWORD": secrets.token_urlsafe(18),
         "RALEX_DAILY_BUDGET": f"{amount:g}",
         "RALEX_TIMEZONE": timezone,
-        "RALEX_WORKSPACE": str(workspace),
+        "RALEX_WORKSPACE": workspace_value,
     }
     folder = workspace if workspace.is_absolute() else project.root / workspace
     uid, gid = _agent_ids(folder)
     values.update({"RALEX_UID": str(uid), "RALEX_GID": str(gid)})
+    taken = _own_project_name(project)
+    if taken:
+        values["COMPOSE_PROJECT_NAME"] = taken
     template = project.example_path.read_text() if project.example_path.exists() else ""
-    project.env_path.write_text(render_env(template, values))
-    project.env_path.chmod(0o600)
+    checked = _write_env_checked(project, render_env(template, values))
     if not folder.exists():
         folder.mkdir(parents=True)
         if os.getuid() == 0:
             os.chown(folder, uid, gid)
     console.print(f"[green]wrote[/green] {project.env_path} (budget {usd(amount)}/day, {timezone}, "
-                  f"workspace {workspace}); next: ralexctl up")
+                  f"workspace {workspace_value}" + (f", Compose project {taken}" if taken else "")
+                  + f"; {checked}); next: ralexctl up", highlight=False)
+
+
+# How to fix a value init wrote, by variable (any other: correct it in .env.example).
+INIT_FIXES = {
+    "RALEX_WORKSPACE": "pass --workspace ./folder (relative to the project) or an absolute path",
+    "RALEX_TIMEZONE": "pass --timezone with an IANA name such as Europe/Berlin",
+    "RALEX_DAILY_BUDGET": "pass --budget standard (or a dollar amount)",
+    "OPENROUTER_API_KEY": "pass --openrouter-key with the key from https://openrouter.ai/keys",
+}
+
+
+def _write_env_checked(project: Project, text: str) -> str:
+    """Write .env (mode 0600, atomically) and have `docker compose config` read it as Compose will. If
+    Compose rejects it, the previous .env (or none) is put back and the error names the variable."""
+    written = read_env_text(text)
+    previous = project.env_path.read_bytes() if project.env_path.exists() else None
+    _replace_file(project.env_path, text.encode())
+    try:
+        problem = stack.compose_config_error(project)
+    except (RalexError, OSError, subprocess.TimeoutExpired):
+        return "not checked: Docker Compose is not available here"
+    if problem is None:
+        return "docker compose config accepts it"
+    if previous is None:
+        project.env_path.unlink()
+    else:
+        _replace_file(project.env_path, previous)
+    raise RalexError(_compose_rejects(problem, written, project))
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.ralexctl-tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.chmod(temporary, 0o600)
+    os.replace(temporary, path)
+
+
+def _compose_rejects(problem: str, written: dict[str, str], project: Project) -> str:
+    """One line: which variable Compose tripped on (named in its message, or whose value it quotes),
+    where that value came from, and the fix; secrets are named, never shown."""
+    effective = {**written, **{k: v for k, v in os.environ.items() if k in written or k.startswith(("RALEX_",
+                                                                                                   "COMPOSE_"))}}
+    named = [n for n in effective if re.search(rf"\b{n}\b", problem)]
+    quoted = [n for n, v in sorted(effective.items(), key=lambda item: -len(item[1]))
+              if len(v) >= 3 and re.search(rf"(?<![\w./-]){re.escape(v)}(?![\w./-])", problem)]
+    kept = f"{project.env_path} was left as it was"
+    if not (named or quoted):
+        return f"docker compose rejects the new .env: {problem}; {kept}"
+    name = (named or quoted)[0]
+    shown = name if name in REQUIRED else f"{name}={effective[name]}"
+    if name in os.environ:
+        return (f"docker compose rejects {shown} from your shell, which wins over .env ({problem}); "
+                f"unset {name} or correct it; {kept}")
+    fix = INIT_FIXES.get(name, f"correct {name} in {project.example_path.name}")
+    return f"docker compose rejects {shown} ({problem}); {fix}; {kept}"
+
+
+def _own_project_name(project: Project) -> str | None:
+    """A project name of this folder's own when its Compose name is already the stack of another folder
+    (two folders under one name would share, and replace, each other's containers)."""
+    try:
+        if project.compose.name_from == "environment":
+            return None
+        found = stack.containers(project)
+    except RalexError:
+        return None
+    if stack.owner(project, found) is None:
+        return None
+    return normalize_project_name(f"{project.compose_project}-{project.root.name}")
 
 
 def _agent_ids(workspace: Path) -> tuple[int, int]:
@@ -235,31 +324,79 @@ def up(
     if missing:
         raise RalexError(f".env is missing {', '.join(missing)}: run `ralexctl init` (or fill them in .env)")
     engine = stack.client()
+    stack.ensure_own(project, stack.containers(project, engine))
+    progress = stack.UpProgress(project.compose_project, services or stack.compose_services(project))
     command = stack.compose_command(project, "up", "-d", "--wait", "--wait-timeout", str(timeout),
                                     *(["--build"] if build else []), *(services or []))
     started = time.monotonic()
-    with subprocess.Popen(command, cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True) as proc, console.status("starting Ralex...") as status:
-        output: list[str] = []
-        while proc.poll() is None:
-            states = stack.states(project, engine)
-            ready = [s.service for s in states if s.ok]
-            waiting = [f"{s.service} ({s.health if s.state == 'running' else s.state})"
-                       for s in states if not s.ok and s.state != "absent"]
-            status.update(f"starting Ralex: {len(ready)} healthy" + (f"; waiting for {', '.join(waiting)}"
-                                                                      if waiting else ""))
-            time.sleep(0.5)
-        output = (proc.stdout.read() if proc.stdout else "").splitlines()
-    if proc.returncode != 0:
+    returncode, output = _compose_up(project, command, engine, progress, started)
+    if returncode != 0:
         tail = "\n".join(output[-15:])
-        raise RalexError(f"docker compose up failed ({proc.returncode}):\n{tail}\nsee `ralexctl logs`")
-    console.print(f"[green]Ralex is up[/green] in {time.monotonic() - started:.1f}s")
+        stuck = [s.line() for s in progress.services.values() if s.phase != "ready"]
+        raise RalexError(f"docker compose up failed ({returncode}):\n{tail}\n"
+                         + (f"not ready: {'; '.join(stuck)}\n" if stuck else "") + "see `ralexctl logs`")
+    states = stack.states(project, engine)
+    if console.is_terminal:
+        console.print(render.up_summary(progress, states))
+    else:
+        for line in render.up_summary_lines(progress, states):
+            console.print(line, markup=False, highlight=False)
+    console.print(f"[green]Ralex is up[/green] in {render.seconds(time.monotonic() - started)} "
+                  f"(Compose project {project.compose_project})")
     for name, url in _urls(project).items():
         console.print(f"  {name:<10} {url}")
     try:
         console.print(render.budget_line(ProxyClient(project).budget()))
     except RalexError as exc:
         console.print(f"[yellow]budget unavailable:[/yellow] {exc}")
+
+
+def _compose_up(project: Project, command: list[str], engine: Any, progress: stack.UpProgress,
+                started: float) -> tuple[int, list[str]]:
+    """Run `docker compose up`, following its progress: a live table in a terminal, else one plain
+    line per change (`  12.3s litellm: building (step 3/8: RUN pip install ...)`)."""
+    lines: queue.Queue[str | None] = queue.Queue()
+    output: list[str] = []
+
+    def pump(stream: IO[str]) -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    def report(change: str | None, at: float) -> None:
+        if change and not console.is_terminal:
+            console.print(f"{at:7.1f}s {change}", markup=False, highlight=False)
+
+    with subprocess.Popen(command, cwd=project.root, env=stack.compose_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        assert proc.stdout is not None
+        threading.Thread(target=pump, args=(proc.stdout,), daemon=True).start()
+        live = (Live(render.progress_table(progress, 0), console=console, refresh_per_second=4, transient=True)
+                if console.is_terminal else contextlib.nullcontext())
+        with live:
+            polled, finished = 0.0, False
+            while not finished:
+                try:
+                    line = lines.get(timeout=0.25)
+                except queue.Empty:
+                    line = ""
+                at = time.monotonic() - started
+                if line is None:
+                    finished = True
+                elif line:
+                    output.append(line.rstrip())
+                    report(progress.feed(line, at), at)
+                if at - polled >= 1 and not finished:
+                    polled = at
+                    try:
+                        for change in progress.observe(stack.states(project, engine), at):
+                            report(change, at)
+                    except docker.errors.DockerException:
+                        pass
+                if isinstance(live, Live):
+                    live.update(render.progress_table(progress, at))
+        returncode = proc.wait()
+    return returncode, output
 
 
 @app.command()
@@ -272,6 +409,7 @@ def down(
     Example: ralexctl down
     """
     project = find_project()
+    stack.ensure_own(project, stack.containers(project))
     if volumes and not yes and not typer.confirm("Delete the ledger, metrics and agent sessions for good?"):
         raise typer.Exit(1)
     result = subprocess.run(stack.compose_command(project, "down", *(["--volumes"] if volumes else [])),
@@ -287,7 +425,11 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     Example: ralexctl status --json
     """
     project = find_project()
-    states = stack.states(project)
+    compose = project.compose
+    engine = stack.client()
+    found = stack.containers(project, engine)
+    states = stack.states(project, engine, found)
+    other = stack.owner(project, found)
     budget: dict[str, object] | None = None
     problem = None
     if any(s.service == "litellm" and s.ok for s in states):
@@ -296,10 +438,17 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         except RalexError as exc:
             problem = str(exc)
     if as_json:
-        sys.stdout.write(json.dumps({"services": [s.as_dict() for s in states], "budget": budget,
+        sys.stdout.write(json.dumps({"project": {"name": compose.project_name, "name_from": compose.name_from,
+                                                 "folder": str(project.root),
+                                                 "stack_folder": str(other or project.root)},
+                                     "services": [s.as_dict() for s in states], "budget": budget,
                                      "urls": _urls(project), "problem": problem}, indent=2) + "\n")
         return
-    console.print(render.services_table(states))
+    console.print(render.services_table(states, f"Ralex services (Compose project {compose.project_name}, "
+                                                f"name from {compose.name_from})"))
+    if other is not None:
+        console.print(f"[yellow]these containers are the stack in {other}[/yellow], not this folder's: give this "
+                      f"folder its own COMPOSE_PROJECT_NAME in {project.env_path}", highlight=False)
     if budget:
         console.print(render.budget_line(budget))
     elif problem:
@@ -403,11 +552,30 @@ def budget_cap(
 ) -> None:
     """Set an alias's per-request cap; the next request already uses it.
 
-    A coding agent's steps carry ~10k tokens of prompt: cheap 0.05 and smart 0.50 suit daily agent use.
+    The shipped caps suit a coding agent (presets: `ralexctl budget caps`).
     Example: ralexctl budget cap smart 0.50
     """
     try:
         caps = parse_caps({alias: amount})
+    except BudgetError as exc:
+        raise RalexError(str(exc)) from None
+    _apply_budget(caps=caps)
+
+
+@budget_app.command("caps")
+def budget_caps(
+    preset: Annotated[str, typer.Argument(help="agent (the default) or strict.")],
+) -> None:
+    """Set every per-request cap at once from a named preset, live.
+
+    agent: sized for a coding agent's steps (cheap $0.10, smart $0.60, yolo $0.10).
+    strict: sized for one-shot chat prompts (cheap $0.001, smart $0.01, yolo $0.0005); refuses agent steps.
+    Example: ralexctl budget caps strict
+    """
+    from ralex.budget import cap_preset
+
+    try:
+        caps = cap_preset(preset)
     except BudgetError as exc:
         raise RalexError(str(exc)) from None
     _apply_budget(caps=caps)
@@ -541,7 +709,25 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         missing = project.missing()
         checks.append(Check(".env", not missing, "complete" if not missing else f"missing {', '.join(missing)}",
                             "run `ralexctl init` (or fill the values in .env)"))
-        states = stack.states(project, engine) if engine else []
+        states: list[stack.ServiceState] = []
+        try:
+            compose = project.compose
+            found = stack.containers(project, engine) if engine else {}
+            other = stack.owner(project, found)
+            states = stack.states(project, engine, found) if engine else []
+            files = ", ".join(str(f.relative_to(project.root)) if f.is_relative_to(project.root) else str(f)
+                              for f in compose.files)
+            checks.append(Check("Compose project", other is None,
+                                f"{compose.project_name} (name from {compose.name_from}; {files})" if other is None
+                                else f"{compose.project_name} is the stack in {other}",
+                                f"give this folder its own COMPOSE_PROJECT_NAME in {project.env_path}"))
+        except RalexError as exc:
+            checks.append(Check("Compose project", False, str(exc), "correct COMPOSE_PROJECT_NAME"))
+        if compose_v is not None:
+            problem = stack.compose_config_error(project)
+            checks.append(Check("compose config", problem is None, problem or "docker compose config accepts "
+                                "the compose files and .env", "correct the variable it names in .env (see "
+                                ".env.example; relative folders start with ./)"))
         running = {s.service for s in states if s.state == "running"}
         env = project.env()
         for name, default in (("RALEX_PROXY_PORT", 4000), ("RALEX_GRAFANA_PORT", 3000),
