@@ -1,6 +1,6 @@
 #!/bin/sh
 # Entry point of the Ralex agent container (run under tini, which forwards signals).
-#   (no arguments)            opencode serve --hostname 0.0.0.0 --port 4096 (the image's CMD)
+#   (no arguments)            opencode serve --hostname 127.0.0.1 --port 4096 (the image's CMD)
 #   run "fix the typo ..."    an OpenCode subcommand: "opencode" is put in front
 #   bash                      any program on PATH runs as given
 set -eu
@@ -10,7 +10,7 @@ if [ ! -r "${OPENCODE_CONFIG:-/etc/ralex/opencode/opencode.json}" ]; then
     exit 1
 fi
 if [ "$#" -eq 0 ]; then
-    set -- opencode serve --hostname 0.0.0.0 --port 4096
+    set -- opencode serve --hostname 127.0.0.1 --port 4096
 elif [ "${1#-}" != "$1" ] || ! command -v "$1" >/dev/null 2>&1; then
     set -- opencode "$@"
 fi
@@ -22,5 +22,15 @@ if [ "$1" = opencode ] && { [ "${2:-}" = serve ] || [ "${2:-}" = run ]; }; then
     if [ ! -w /workspace ]; then
         echo "ralex-opencode: warning: /workspace is not writable by $(id -un) (uid $(id -u)); mount a folder owned by that uid" >&2
     fi
+fi
+# npm's cache (a workspace's .opencode installs from it): writable index, seeded read-only content.
+seed="$HOME/.npm/_cacache" cache="${NPM_CONFIG_CACHE:-}/_cacache"
+if [ -n "${NPM_CONFIG_CACHE:-}" ] && [ -d "$seed" ] && [ ! -e "$cache" ]; then
+    { mkdir -p "$cache/tmp" && cp -R "$seed/index-v5" "$cache/" && ln -s "$seed/content-v2" "$cache/content-v2"; } \
+        || echo "ralex-opencode: warning: cannot prepare the npm cache in $NPM_CONFIG_CACHE" >&2
+fi
+# The container has no network: 127.0.0.1:4000 (RALEX_PROXY_URL) is relayed to the proxy's socket.
+if [ -n "${RALEX_AGENT_SOCKET:-}" ]; then
+    node --no-warnings /usr/local/lib/ralex/relay.js &
 fi
 exec "$@"

@@ -67,6 +67,28 @@ class Stack:
                                 env=self.process_env, capture_output=True, text=True, timeout=300, check=False)
         return result.stdout, result.stderr, result.returncode
 
+    def docker(self, *args: str) -> str:
+        result = subprocess.run(["docker", *args], env=self.process_env, capture_output=True, text=True,
+                                timeout=120, check=False)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def container(self, service: str) -> dict[str, Any]:
+        """`docker inspect` of the service's (single) container."""
+        found = self.docker("ps", "-q", "--filter", f"label=com.docker.compose.project={self.project}",
+                            "--filter", f"label=com.docker.compose.service={service}").split()
+        assert len(found) == 1, f"{service}: containers {found}"
+        return dict(json.loads(self.docker("inspect", found[0]))[0])
+
+    def networks(self) -> list[dict[str, Any]]:
+        """`docker network inspect` of every network of this compose project."""
+        ids = self.docker("network", "ls", "-q", "--filter", f"label=com.docker.compose.project={self.project}")
+        return list(json.loads(self.docker("network", "inspect", *ids.split()))) if ids.split() else []
+
+    @property
+    def project(self) -> str:
+        return self.process_env["COMPOSE_PROJECT_NAME"]
+
     def sql(self, query: str) -> str:
         out, err, code = self.exec("postgres", "psql", "-U", "ralex", "-d", "ralex", "-tAc", query)
         assert code == 0, err
