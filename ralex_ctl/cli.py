@@ -158,7 +158,7 @@ def init(
     project = find_project()
     if project.env_path.exists() and not force:
         raise RalexError(f"{project.env_path} already exists; keep it, or run `ralexctl init --force` to replace it")
-    interactive = not yes and sys.stdin.isatty()
+    interactive = not yes and _stdin_is_terminal()
     if not openrouter_key and interactive:
         openrouter_key = typer.prompt("OpenRouter API key (https://openrouter.ai/keys)", hide_input=True)
     if not openrouter_key:
@@ -276,6 +276,10 @@ def _own_project_name(project: Project) -> str | None:
     if stack.owner(project, found) is None:
         return None
     return normalize_project_name(f"{project.compose_project}-{project.root.name}")
+
+
+def _stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
 
 
 def _agent_ids(workspace: Path) -> tuple[int, int]:

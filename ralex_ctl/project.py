@@ -1,9 +1,11 @@
-"""The Ralex project on disk: where compose.yaml lives, and its .env file."""
+"""The Ralex project on disk: where compose.yaml lives, its .env file, and the Compose settings
+(project name, compose files, ports) resolved the way Docker Compose resolves them."""
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -13,10 +15,96 @@ from ralex_ctl.errors import RalexError
 REQUIRED: Final = ("OPENROUTER_API_KEY", "LITELLM_MASTER_KEY", "RALEX_AGENT_KEY", "POSTGRES_PASSWORD",
                    "RALEX_EXPORTER_DB_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
 _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
+# Compose's default files, in its order of preference, and their override files.
+COMPOSE_FILES: Final = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
+_TOP_NAME = re.compile(r"^name:[ \t]*(.*?)[ \t]*(?:#.*)?$", re.MULTILINE)
+_VALID_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
 class ProjectNotFound(RalexError):
     pass
+
+
+class BadComposeSetting(RalexError):
+    pass
+
+
+class BadEnvValue(RalexError):
+    pass
+
+
+@dataclass(frozen=True)
+class ComposeSettings:
+    """What `docker compose` run in the project folder would use."""
+
+    project_name: str
+    name_from: str  # "environment", ".env", "name: in <file>" or "folder"
+    files: tuple[Path, ...]
+    profiles: tuple[str, ...]
+
+
+def resolve_compose(root: Path, environ: Mapping[str, str], dotenv: Mapping[str, str]) -> ComposeSettings:
+    """Compose's own rules: a variable set in the shell (even empty) wins over the project's .env;
+    COMPOSE_FILE is split on COMPOSE_PATH_SEPARATOR (default ':') and read relative to the folder
+    Compose runs in (ralexctl runs it in the project folder); the project name is COMPOSE_PROJECT_NAME
+    if not empty, else the last `name:` in those files, else the folder's name, both normalised to
+    lowercase letters, digits, '-' and '_'."""
+
+    def lookup(name: str) -> tuple[str, str]:
+        if name in environ:
+            return environ[name], "environment"
+        return dotenv.get(name, ""), ".env"
+
+    separator = lookup("COMPOSE_PATH_SEPARATOR")[0] or os.pathsep
+    listed = lookup("COMPOSE_FILE")[0]
+    if listed:
+        files = tuple(path if path.is_absolute() else root / path
+                      for path in (Path(p).expanduser() for p in listed.split(separator) if p))
+    else:
+        first = next((root / n for n in COMPOSE_FILES if (root / n).exists()), root / COMPOSE_FILES[0])
+        override = first.with_name(first.name.replace("compose.", "compose.override.", 1))
+        files = (first, override) if override.exists() else (first,)
+    profiles = tuple(p.strip() for p in lookup("COMPOSE_PROFILES")[0].split(",") if p.strip())
+
+    name, source = lookup("COMPOSE_PROJECT_NAME")
+    if name:
+        if not _VALID_NAME.match(name):
+            where = "in your shell" if source == "environment" else f"in {root / '.env'}"
+            raise BadComposeSetting(f"COMPOSE_PROJECT_NAME={name!r} {where} is not a valid Compose project name; "
+                                    "use lowercase letters, digits, '-' and '_', starting with a letter or digit")
+        return ComposeSettings(name, source, files, profiles)
+    variables = {**dotenv, **environ}
+    for path in reversed(files):
+        try:
+            match = _TOP_NAME.search(path.read_text())
+        except OSError:
+            continue
+        declared = normalize_project_name(interpolate(match.group(1).strip("'\""), variables)) if match else ""
+        if declared:
+            return ComposeSettings(declared, f"name: in {path.name}", files, profiles)
+    return ComposeSettings(normalize_project_name(root.name), "folder", files, profiles)
+
+
+def normalize_project_name(name: str) -> str:
+    """Compose's normalisation of a project name taken from a file or a folder."""
+    return re.sub(r"[^a-z0-9_-]", "", name.lower()).lstrip("_-")
+
+
+def interpolate(text: str, variables: Mapping[str, str]) -> str:
+    """`${VAR}`, `${VAR:-default}`, `${VAR-default}` and `$VAR` as Compose expands them (no nesting)."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(4)
+        operator, default = match.group(2), match.group(3) or ""
+        current = variables.get(name)
+        if operator == ":-" and not current:
+            return default
+        if operator == "-" and current is None:
+            return default
+        return current or ""
+
+    return _VARIABLE.sub(value, text.replace("$$", "\0")).replace("\0", "$")
 
 
 @dataclass(frozen=True)
@@ -31,10 +119,12 @@ class Project:
     def example_path(self) -> Path:
         return self.root / ".env.example"
 
+    def dotenv(self) -> dict[str, str]:
+        return read_env(self.env_path) if self.env_path.exists() else {}
+
     def env(self) -> dict[str, str]:
-        """The project's .env merged over the process environment's RALEX_*/image settings."""
-        values = read_env(self.env_path) if self.env_path.exists() else {}
-        return {**{k: v for k, v in os.environ.items() if k.startswith("RALEX_")}, **values}
+        """The variables Compose interpolates compose.yaml with: the shell's environment over .env."""
+        return {**self.dotenv(), **os.environ}
 
     def setting(self, name: str, default: str = "") -> str:
         return self.env().get(name) or default
@@ -44,8 +134,12 @@ class Project:
         return [name for name in REQUIRED if not env.get(name)]
 
     @property
+    def compose(self) -> ComposeSettings:
+        return resolve_compose(self.root, os.environ, self.dotenv())
+
+    @property
     def compose_project(self) -> str:
-        return os.environ.get("COMPOSE_PROJECT_NAME", "ralex")
+        return self.compose.project_name
 
 
 def find_project(start: Path | None = None) -> Project:
@@ -66,8 +160,12 @@ def find_project(start: Path | None = None) -> Project:
 
 
 def read_env(path: Path) -> dict[str, str]:
+    return read_env_text(path.read_text())
+
+
+def read_env_text(text: str) -> dict[str, str]:
     values: dict[str, str] = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         match = _LINE.match(line)
         if not match or line.lstrip().startswith("#"):
             continue
@@ -80,6 +178,34 @@ def read_env(path: Path) -> dict[str, str]:
     return values
 
 
+_PLAIN_VALUE = re.compile(r"^[A-Za-z0-9_./:@+,=%~^-]*$")
+
+
+def env_value(name: str, value: str) -> str:
+    """``value`` as .env text that Compose (and read_env) read back unchanged: as it is when it is
+    plain, else in single quotes (no interpolation); refused when nothing can hold it."""
+    if _PLAIN_VALUE.match(value):
+        return value
+    if any(c in value for c in "\n\r\0'"):
+        raise BadEnvValue(f"{name} cannot hold {value!r} in .env (a line break, NUL or single quote); "
+                          "choose a value without them")
+    return f"'{value}'"
+
+
+def compose_path(name: str, path: str) -> str:
+    """A folder for a bind mount, as Compose needs it in .env: absolute as given, relative as `./...`
+    (a bare `workspace` would be a named volume to Compose, not a folder)."""
+    path = os.path.expanduser(path.strip())
+    if not path:
+        raise BadEnvValue(f"{name} is empty; give a folder such as ./workspace")
+    if ":" in path:
+        raise BadEnvValue(f"{name}={path} has a ':', which Compose reads as the end of a volume's source; "
+                          "choose a folder whose path has none")
+    if path.startswith(("/", "./", "../")) or path in (".", ".."):
+        return path
+    return f"./{path}"
+
+
 def render_env(template: str, values: dict[str, str]) -> str:
     """The .env.example text with ``values`` filled in; comments and order are kept."""
     seen: set[str] = set()
@@ -89,10 +215,10 @@ def render_env(template: str, values: dict[str, str]) -> str:
         if match and not line.lstrip().startswith("#") and match.group(1) in values:
             name = match.group(1)
             seen.add(name)
-            lines.append(f"{name}={values[name]}")
+            lines.append(f"{name}={env_value(name, values[name])}")
         else:
             lines.append(line)
-    extra = [f"{name}={value}" for name, value in values.items() if name not in seen]
+    extra = [f"{name}={env_value(name, value)}" for name, value in values.items() if name not in seen]
     if extra:
         lines += ["", "# Added by ralexctl init", *extra]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""Rich renderings shared by the commands: the budget bar, the service table, spend tables."""
+"""Rich renderings shared by the commands: the budget bar, the service table, `up` progress, spend tables."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ralex.budget import alert_level, format_duration, usd
-from ralex_ctl.stack import ServiceState
+from ralex_ctl.stack import ServiceProgress, ServiceState, UpProgress
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 
@@ -43,14 +43,75 @@ def caps_line(budget: dict[str, Any]) -> Text:
     return Text(f"per-request caps: {caps}", style="grey50")
 
 
-def services_table(states: list[ServiceState]) -> Table:
-    table = Table(title="Ralex services", title_justify="left")
+def services_table(states: list[ServiceState], title: str = "Ralex services") -> Table:
+    table = Table(title=title, title_justify="left")
     for column in ("service", "state", "health", "ports"):
         table.add_column(column)
     for s in states:
         style = "green" if s.ok else "red" if s.state != "absent" else "grey50"
         table.add_row(s.service, Text(s.state, style=style), s.health, s.ports)
     return table
+
+
+PHASE_STYLES = {"ready": "green", "failed": "red", "building": "cyan", "pulling": "cyan", "waiting": "grey50"}
+
+
+def seconds(value: float | None) -> str:
+    """`9.2s`, `3m05s`; `-` for a step that did not happen."""
+    if value is None:
+        return "-"
+    if value < 60:
+        return f"{value:.1f}s"
+    minutes, rest = divmod(round(value), 60)
+    return f"{minutes}m{rest:02d}s"
+
+
+def _phase(s: ServiceProgress) -> Text:
+    return Text(s.phase, style=PHASE_STYLES.get(s.phase, "yellow"))
+
+
+def progress_table(progress: UpProgress, elapsed: float) -> Table:
+    """The live view of `ralexctl up` in a terminal: one row per service, build step or health."""
+    table = Table(title=f"Starting Ralex ({progress.project_name}) · {seconds(elapsed)}", title_justify="left")
+    for column in ("service", "phase", "detail", "build", "ready after"):
+        table.add_column(column, no_wrap=column != "detail")
+    for s in progress.services.values():
+        building = s.build_seconds if s.build_seconds is not None else (
+            elapsed - s.build_began if s.build_began is not None else None)
+        table.add_row(s.service, _phase(s), Text(s.detail, style="grey50"), seconds(building), seconds(s.ready_at))
+    return table
+
+
+def up_summary(progress: UpProgress, states: list[ServiceState]) -> Table:
+    """Each service after `ralexctl up`: its state and health, how long its build took, when it was ready."""
+    found = {s.service: s for s in states}
+    table = Table(title="Ralex services", title_justify="left")
+    for column in ("service", "state", "health", "build", "ready after"):
+        table.add_column(column)
+    for s in progress.services.values():
+        state = found.get(s.service)
+        style = "green" if state and state.ok else "red"
+        table.add_row(s.service, Text(state.state if state else "absent", style=style),
+                      state.health if state else "-", seconds(s.build_seconds), seconds(s.ready_at))
+    return table
+
+
+def up_summary_lines(progress: UpProgress, states: list[ServiceState]) -> list[str]:
+    """The same summary as plain lines, for logs and pipes: `litellm: running, healthy, built in 2m10s, ready
+    after 2m31s`."""
+    found = {s.service: s for s in states}
+    lines = []
+    for s in progress.services.values():
+        state = found.get(s.service)
+        parts = [state.state if state else "absent"]
+        if state and state.health != "-":
+            parts.append(state.health)
+        if s.build_seconds is not None:
+            parts.append(f"built in {seconds(s.build_seconds)}")
+        if s.ready_at is not None:
+            parts.append(f"ready after {seconds(s.ready_at)}")
+        lines.append(f"{s.service}: {', '.join(parts)}")
+    return lines
 
 
 def sparkline(values: list[float]) -> str:

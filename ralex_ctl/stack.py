@@ -3,9 +3,12 @@ itself (run as `docker compose`, never re-implemented) for up, down and logs."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import docker
@@ -13,7 +16,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from ralex_ctl.errors import RalexError
-from ralex_ctl.project import Project
+from ralex_ctl.project import Project, normalize_project_name
 
 SERVICES: Final = ("postgres", "litellm", "budget-exporter", "prometheus", "grafana", "opencode")
 
@@ -27,6 +30,10 @@ class StackNotRunning(RalexError):
 
 
 class ContainerNotFound(RalexError):
+    pass
+
+
+class ProjectNameTaken(RalexError):
     pass
 
 
@@ -70,8 +77,9 @@ def _ports(container: Container) -> str:
     return ", ".join(published)
 
 
-def states(project: Project, engine: docker.DockerClient | None = None) -> list[ServiceState]:
-    found = containers(project, engine)
+def states(project: Project, engine: docker.DockerClient | None = None,
+           found: dict[str, Container] | None = None) -> list[ServiceState]:
+    found = containers(project, engine) if found is None else found
     result = []
     for service in sorted({*SERVICES, *found}, key=lambda s: (s not in SERVICES, SERVICES.index(s)
                                                               if s in SERVICES else 0, s)):
@@ -85,6 +93,25 @@ def states(project: Project, engine: docker.DockerClient | None = None) -> list[
     return result
 
 
+def owner(project: Project, found: dict[str, Container]) -> Path | None:
+    """The folder whose stack holds this Compose project name, when it is not this project's folder
+    (two Ralex folders with the same project name would share, and replace, one set of containers)."""
+    for container in found.values():
+        folder = container.labels.get("com.docker.compose.project.working_dir")
+        if folder and Path(folder).resolve() != project.root.resolve():
+            return Path(folder)
+    return None
+
+
+def ensure_own(project: Project, found: dict[str, Container]) -> None:
+    other = owner(project, found)
+    if other is not None:
+        name = project.compose_project
+        raise ProjectNameTaken(
+            f"the Compose project {name!r} is the stack in {other}; give this folder its own name: "
+            f"COMPOSE_PROJECT_NAME={normalize_project_name(f'{name}-{project.root.name}')} in {project.env_path}")
+
+
 def running(project: Project, service: str) -> Container:
     container = containers(project).get(service)
     if container is None:
@@ -95,9 +122,41 @@ def running(project: Project, service: str) -> Container:
 
 
 def compose_command(project: Project, *args: str) -> list[str]:
+    """`docker compose` for this project: its folder and the project name ralexctl resolved (the same
+    one Compose would), so status, up, down, logs and attach always address the same stack."""
     if shutil.which("docker") is None:
         raise DockerUnavailable("the docker CLI is not installed; install Docker with the Compose v2 plugin")
-    return ["docker", "compose", "--project-directory", str(project.root), *args]
+    return ["docker", "compose", "--project-directory", str(project.root), "--project-name",
+            project.compose_project, *args]
+
+
+def compose_env() -> dict[str, str]:
+    """The environment for a Compose run whose output ralexctl reads: plain progress lines, no colours."""
+    return {**os.environ, "COMPOSE_PROGRESS": "plain", "BUILDKIT_PROGRESS": "plain", "COMPOSE_ANSI": "never"}
+
+
+def compose_services(project: Project) -> list[str]:
+    """The services of the project's compose files (COMPOSE_FILE, COMPOSE_PROFILES honoured)."""
+    try:
+        out = subprocess.run(compose_command(project, "config", "--services"), cwd=project.root, capture_output=True,
+                             text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired, RalexError):
+        return list(SERVICES)
+    found = out.stdout.split() if out.returncode == 0 else []
+    return sorted(found, key=lambda s: (SERVICES.index(s) if s in SERVICES else len(SERVICES), s)) or list(SERVICES)
+
+
+def compose_config_error(project: Project) -> str | None:
+    """What `docker compose config -q` (run as a user would, in the project folder) says is wrong with
+    the project and its .env; None when it accepts them. DockerUnavailable when Compose is missing."""
+    if compose_version() is None:
+        raise DockerUnavailable("Docker Compose v2 is not available")
+    out = subprocess.run(["docker", "compose", "--project-directory", str(project.root), "config", "-q"],
+                         cwd=project.root, capture_output=True, text=True, timeout=60, check=False)
+    if out.returncode == 0:
+        return None
+    lines = [line.strip() for line in (out.stderr or out.stdout).splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit code {out.returncode}"
 
 
 def compose_version() -> str | None:
@@ -107,3 +166,118 @@ def compose_version() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
+
+
+# --- `compose up` progress ---------------------------------------------------------------------
+
+# BuildKit's plain lines: `#12 [litellm build 6/9] COPY ralex /src/ralex` (the stage is optional).
+_BUILD_STEP = re.compile(r"^#\d+ \[(?P<service>[^\s\]]+)(?: (?P<stage>[^\s\]]+))? (?P<step>\d+)/(?P<steps>\d+)\] "
+                         r"(?P<what>.+)$")
+_BUILD_OTHER = re.compile(r"^#\d+ \[(?P<service>[^\s\]]+)(?: internal)?\] ")
+_EVENT = re.compile(r"^\s*(?:(?P<kind>Container|Network|Volume)\s+)?(?P<id>\S+)\s+(?P<status>[A-Z][a-z]+)\b"
+                    r"(?P<rest>.*)$")
+_CONTAINER_FAILED = re.compile(r"^(?:dependency failed to start: )?container (?P<id>\S+) "
+                               r"(?P<why>is unhealthy|exited.*)$")
+_SERVICE_EVENTS: Final = {"Pulling": "pulling", "Pulled": "pulled", "Building": "building", "Built": "built"}
+_CONTAINER_EVENTS: Final = {"Creating": "creating", "Created": "created", "Recreate": "creating",
+                            "Recreated": "created", "Starting": "starting", "Started": "started",
+                            "Running": "started", "Healthy": "ready", "Error": "failed",
+                            "Exited": "failed", "Unhealthy": "failed"}
+
+
+@dataclass
+class ServiceProgress:
+    """One service during `ralexctl up`; times are seconds since up began."""
+
+    service: str
+    phase: str = "waiting"  # waiting pulling pulled building built creating created starting started ready failed
+    detail: str = ""
+    build_began: float | None = None
+    build_seconds: float | None = None
+    ready_at: float | None = None
+
+    def line(self) -> str:
+        return f"{self.service}: {self.phase}" + (f" ({self.detail})" if self.detail else "")
+
+
+class UpProgress:
+    """Per-service progress of `docker compose up --wait`, read from Compose's plain progress lines
+    (build steps, container events) and from the containers' health while it waits."""
+
+    def __init__(self, project_name: str, services: list[str]) -> None:
+        self.project_name = project_name
+        self.services = {s: ServiceProgress(s) for s in services}
+
+    def _service(self, name: str) -> ServiceProgress:
+        if name not in self.services:  # a dependency Compose starts too; rows stay in the stack's order
+            self.services[name] = ServiceProgress(name)
+            order = sorted(self.services, key=lambda s: (SERVICES.index(s) if s in SERVICES else len(SERVICES), s))
+            self.services = {s: self.services[s] for s in order}
+        return self.services[name]
+
+    def _container_service(self, container: str) -> str | None:
+        prefix = f"{self.project_name}-"
+        if not container.startswith(prefix):
+            return None
+        return re.sub(r"-\d+$", "", container[len(prefix):])
+
+    def _set(self, name: str, phase: str, detail: str, at: float) -> str | None:
+        s = self._service(name)
+        if s.phase == "ready" and phase != "failed":
+            return None  # --wait prints Waiting/Healthy again for every dependency
+        if phase == "building" and s.build_began is None:
+            s.build_began = at
+        if phase in ("built", "creating", "created", "starting", "started", "ready", "failed") \
+                and s.build_began is not None and s.build_seconds is None:
+            s.build_seconds = at - s.build_began
+        if phase == "ready":
+            s.ready_at = at
+        if (s.phase, s.detail) == (phase, detail):
+            return None
+        s.phase, s.detail = phase, detail
+        return s.line()
+
+    def feed(self, line: str, at: float) -> str | None:
+        """Take one line of Compose's output; a plain-text change for the log, or None."""
+        line = line.rstrip()
+        if match := _BUILD_STEP.match(line):
+            what = " ".join(match["what"].split())
+            what = what if len(what) <= 60 else what[:59] + "…"
+            stage = f"{match['stage']} " if match["stage"] else ""
+            return self._set(match["service"], "building", f"{stage}step {match['step']}/{match['steps']}: {what}",
+                             at)
+        if (match := _BUILD_OTHER.match(line)) and match["service"] in self.services:
+            s = self.services[match["service"]]
+            return self._set(s.service, "building", s.detail if s.phase == "building" else "", at)
+        if match := _CONTAINER_FAILED.match(line.strip()):
+            name = self._container_service(match["id"])
+            return self._set(name, "failed", match["why"], at) if name else None
+        match = _EVENT.match(line)
+        if not match:
+            return None
+        if match["kind"] == "Container":
+            name = self._container_service(match["id"])
+            phase = _CONTAINER_EVENTS.get(match["status"])
+            if name is None or phase is None:
+                return None
+            return self._set(name, phase, match["rest"].strip() if phase == "failed" else "", at)
+        if match["kind"] is None and match["id"] in self.services and match["status"] in _SERVICE_EVENTS:
+            return self._set(match["id"], _SERVICE_EVENTS[match["status"]], "", at)
+        return None
+
+    def observe(self, states: list[ServiceState], at: float) -> list[str]:
+        """Health while Compose waits: `started (health: starting)`, unhealthy, exited."""
+        changes = []
+        for state in states:
+            s = self.services.get(state.service)
+            if s is None or s.phase not in ("started", "starting"):
+                continue
+            if state.state == "running" and state.health not in ("-", "healthy"):
+                change = self._set(s.service, "started", f"health: {state.health}", at)
+            elif state.state in ("exited", "dead"):
+                change = self._set(s.service, "failed", state.state, at)
+            else:
+                continue
+            if change:
+                changes.append(change)
+        return changes

@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from ralex_ctl import render
-from ralex_ctl.cli import app
-from ralex_ctl.project import read_env
+from ralex_ctl import render, stack
+from ralex_ctl.cli import _local_timezone, app
+from ralex_ctl.project import (
+    REQUIRED,
+    BadComposeSetting,
+    BadEnvValue,
+    compose_path,
+    find_project,
+    read_env,
+    read_env_text,
+    render_env,
+    resolve_compose,
+)
+from ralex_ctl.proxy_api import ProxyClient
 
 ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_SETTINGS = ("COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "COMPOSE_PATH_SEPARATOR", "COMPOSE_PROFILES")
 runner = CliRunner()
 
 
@@ -22,8 +40,9 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("compose.yaml", ".env.example"):
         shutil.copy(ROOT / name, tmp_path / name)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("RALEX_HOME", raising=False)
-    monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+    for name in ("RALEX_HOME", "OPENROUTER_API_KEY", *COMPOSE_SETTINGS, "RALEX_WORKSPACE", "RALEX_PROXY_PORT",
+                 "RALEX_PROMETHEUS_PORT", "RALEX_GRAFANA_PORT"):
+        monkeypatch.delenv(name, raising=False)
     return tmp_path
 
 
@@ -153,3 +172,277 @@ def test_budget_line_shows_bar_tier_and_reset():
                                "now": "2026-11-26T20:00:00+00:00", "resets_at": "2026-11-27T00:00:00+01:00"})
     assert str(line).startswith("$4.00 / $5.00 ")
     assert "80% · tier economy · alert 80% · resets in 3h00m (Europe/Berlin)" in str(line)
+
+
+# --- init: every default makes a .env that Compose accepts -------------------------------------------
+
+def compose_available() -> bool:
+    return stack.compose_version() is not None
+
+
+def compose_config(root: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real `docker compose config`, run in the project folder as a user would."""
+    return subprocess.run(["docker", "compose", "config", "--format", "json"], cwd=root, capture_output=True,
+                          text=True, timeout=60, check=False, env={**os.environ, **(env or {})})
+
+
+# Each prompt of an interactive `ralexctl init`, the option that answers it instead, and its default.
+PROMPTS = {
+    "budget": (["--budget", "power"], "RALEX_DAILY_BUDGET", lambda: "5"),
+    "timezone": (["--timezone", "Europe/Berlin"], "RALEX_TIMEZONE", _local_timezone),
+    "workspace": (["--workspace", "elsewhere"], "RALEX_WORKSPACE", lambda: "./workspace"),
+}
+
+
+@pytest.mark.parametrize("accepted", [*PROMPTS, "every"])
+def test_accepting_a_prompts_default_writes_an_env_compose_accepts(project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   accepted: str):
+    monkeypatch.setattr("ralex_ctl.cli._stdin_is_terminal", lambda: True)
+    args = ["init"]
+    for prompt, (answer, _, _) in PROMPTS.items():
+        if accepted not in (prompt, "every"):
+            args += answer
+    result = runner.invoke(app, args, input="sk-or-v1-abc\n" + "\n" * len(PROMPTS))  # Enter: the default
+    assert result.exit_code == 0, result.output
+    env = read_env(project / ".env")
+    for prompt, (_, variable, default) in PROMPTS.items():
+        if accepted in (prompt, "every"):
+            assert env[variable] == default(), variable
+    workspace = project / env["RALEX_WORKSPACE"]
+    assert workspace.is_dir()
+    if not compose_available():
+        assert "not checked" in result.output
+        pytest.skip("Docker Compose is not available: the .env was written but not checked by Compose")
+    assert "docker compose config accepts it" in result.output
+    config = compose_config(project)
+    assert config.returncode == 0, config.stderr
+    mounts = {v["target"]: v for v in json.loads(config.stdout)["services"]["opencode"]["volumes"]}
+    assert mounts["/workspace"]["type"] == "bind"  # a folder, never a named volume
+    assert Path(mounts["/workspace"]["source"]) == workspace.resolve()
+
+
+@pytest.mark.parametrize(("given", "written"), [
+    ("workspace", "./workspace"), ("./workspace", "./workspace"), ("../shared/ws", "../shared/ws"),
+    ("/srv/ralex ws", "/srv/ralex ws"), ("~/code", str(Path.home() / "code")), (".", "."),
+])
+def test_workspace_is_written_as_a_folder_compose_cannot_mistake_for_a_volume(given: str, written: str):
+    assert compose_path("RALEX_WORKSPACE", given) == written
+
+
+def test_a_workspace_compose_cannot_mount_is_refused_with_the_fix(project: Path):
+    result = runner.invoke(app, ["init", "--openrouter-key", "sk-or-v1-abc", "-w", "a:b", "-y"])
+    assert result.exit_code == 1
+    assert "RALEX_WORKSPACE=a:b has a ':'" in str(result.exception)
+    assert not (project / ".env").exists()
+
+
+def test_every_written_value_reads_back_as_written():
+    values = {"A": "plain-1.5_x/y:z", "B": "with space", "C": "dollar$HOME", "D": "hash #not-a-comment"}
+    text = render_env("A=\n# comment\nB=\n", values)
+    assert read_env_text(text) == values
+    with pytest.raises(BadEnvValue, match="D cannot hold"):
+        render_env("", {"D": "it's"})
+
+
+@pytest.mark.skipif(not compose_available(), reason="needs Docker Compose")
+def test_init_restores_the_previous_env_when_compose_rejects_the_new_one(project: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch):
+    (project / ".env").write_text("OPENROUTER_API_KEY=keep-me\n")
+    monkeypatch.setenv("RALEX_WORKSPACE", "workspace")  # the shell wins over .env, in Compose as here
+    result = runner.invoke(app, ["init", "--openrouter-key", "sk-or-v1-abc", "-w", "new-ws", "-y", "--force"])
+    assert result.exit_code == 1
+    message = str(result.exception)
+    assert len(message.splitlines()) == 1
+    assert "RALEX_WORKSPACE=workspace from your shell" in message
+    assert "undefined volume workspace" in message
+    assert "unset RALEX_WORKSPACE" in message
+    assert (project / ".env").read_text() == "OPENROUTER_API_KEY=keep-me\n"
+    assert not (project / "new-ws").exists()
+
+
+def test_a_rejected_secret_is_named_never_shown(project: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(stack, "compose_config_error", lambda _: "required variable POSTGRES_PASSWORD is bad")
+    result = runner.invoke(app, ["init", "--openrouter-key", "sk-or-v1-abc", "-y"])
+    assert result.exit_code == 1
+    message = str(result.exception)
+    assert "docker compose rejects POSTGRES_PASSWORD (" in message
+    assert "was left as it was" in message
+    assert not (project / ".env").exists()
+    assert not (project / "workspace").exists()
+
+
+# --- Compose's settings, resolved as Compose resolves them ---------------------------------------
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+SERVICE = "services:\n  app:\n    image: busybox\n"
+
+
+@pytest.mark.parametrize(("shell", "dotenv", "files", "expected"), [
+    ({}, {}, {"compose.yaml": "name: ralex\n" + SERVICE}, ("ralex", "name: in compose.yaml")),
+    ({}, {"COMPOSE_PROJECT_NAME": "from-dotenv"}, {"compose.yaml": "name: ralex\n" + SERVICE},
+     ("from-dotenv", ".env")),
+    ({"COMPOSE_PROJECT_NAME": "from-shell"}, {"COMPOSE_PROJECT_NAME": "from-dotenv"},
+     {"compose.yaml": "name: ralex\n" + SERVICE}, ("from-shell", "environment")),
+    ({"COMPOSE_PROJECT_NAME": ""}, {"COMPOSE_PROJECT_NAME": "from-dotenv"},  # set but empty: .env is not read
+     {"compose.yaml": "name: ralex\n" + SERVICE}, ("ralex", "name: in compose.yaml")),
+    ({}, {}, {"compose.yaml": SERVICE}, ("mystack-2", "folder")),  # the folder, normalised
+    ({}, {}, {"compose.yaml": "name: Ralex.Two\n" + SERVICE}, ("ralextwo", "name: in compose.yaml")),
+    ({}, {"COMPOSE_FILE": "compose.yaml:extra/more.yaml"},
+     {"compose.yaml": "name: ralex\n" + SERVICE, "extra/more.yaml": "name: more\n"}, ("more", "name: in more.yaml")),
+    ({"COMPOSE_PATH_SEPARATOR": ","}, {"COMPOSE_FILE": "extra/more.yaml,compose.yaml"},
+     {"compose.yaml": SERVICE, "extra/more.yaml": "name: more\n"}, ("more", "name: in more.yaml")),
+    ({"STACK": "dev"}, {}, {"compose.yaml": "name: ralex-${STACK:-main}\n" + SERVICE},
+     ("ralex-dev", "name: in compose.yaml")),
+    ({}, {}, {"compose.yaml": "name: ralex-${STACK:-main}\n" + SERVICE}, ("ralex-main", "name: in compose.yaml")),
+])
+def test_project_name_precedence_matches_compose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shell, dotenv,
+                                                 files, expected):
+    root = tmp_path / "My Stack-2"
+    for name, text in files.items():
+        write(root / name, text)
+    write(root / ".env", "".join(f"{k}={v}\n" for k, v in dotenv.items()))
+    for name in (*COMPOSE_SETTINGS, "COMPOSE_PATH_SEPARATOR", "STACK"):
+        monkeypatch.delenv(name, raising=False)
+    resolved = resolve_compose(root, shell, read_env(root / ".env"))
+    assert (resolved.project_name, resolved.name_from) == expected
+    if compose_available():  # and Compose itself, run in the folder, agrees
+        config = compose_config(root, shell)
+        assert config.returncode == 0, config.stderr
+        assert json.loads(config.stdout)["name"] == resolved.project_name
+
+
+def test_an_invalid_project_name_is_one_line_with_the_fix(tmp_path: Path):
+    with pytest.raises(BadComposeSetting, match=r"COMPOSE_PROJECT_NAME='My\.Stack' in .*/\.env is not a valid"):
+        resolve_compose(tmp_path, {}, {"COMPOSE_PROJECT_NAME": "My.Stack"})
+
+
+def test_ports_and_keys_from_the_shell_win_over_env(project: Path, monkeypatch: pytest.MonkeyPatch):
+    (project / ".env").write_text("RALEX_PROXY_PORT=14000\nRALEX_GRAFANA_PORT=13000\nLITELLM_MASTER_KEY=sk-file\n")
+    monkeypatch.setenv("RALEX_PROXY_PORT", "15000")
+    found = find_project()
+    assert found.env()["RALEX_PROXY_PORT"] == "15000"
+    assert ProxyClient(found).base == "http://127.0.0.1:15000"
+    result = runner.invoke(app, ["dashboard"])
+    assert "http://127.0.0.1:13000/d/ralex-budget" in result.output
+
+
+class FakeEngine:
+    """The Docker SDK's containers.list, recording the label filter it is asked for."""
+
+    def __init__(self, containers: list[Any] | None = None) -> None:
+        self.asked: list[str] = []
+        self.found = containers or []
+        self.containers = self
+
+    def list(self, all: bool, filters: dict[str, str]) -> list[Any]:
+        self.asked.append(filters["label"])
+        return self.found
+
+
+def container(project_name: str, service: str, folder: Path, health: str = "healthy") -> Any:
+    labels = {"com.docker.compose.project": project_name, "com.docker.compose.service": service,
+              "com.docker.compose.project.working_dir": str(folder)}
+    return SimpleNamespace(name=f"{project_name}-{service}-1", labels=labels, status="running",
+                           attrs={"State": {"Health": {"Status": health}}, "Config": {"Image": "x"},
+                                  "NetworkSettings": {"Ports": {}}})
+
+
+def test_status_finds_the_stack_named_in_env(project: Path, monkeypatch: pytest.MonkeyPatch):
+    (project / ".env").write_text("COMPOSE_PROJECT_NAME=second-stack\n")
+    engine = FakeEngine([container("second-stack", "postgres", project)])
+    monkeypatch.setattr(stack, "client", lambda: engine)
+    result = runner.invoke(app, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert engine.asked == ["com.docker.compose.project=second-stack"]
+    assert data["project"] == {"name": "second-stack", "name_from": ".env", "folder": str(project),
+                               "stack_folder": str(project)}
+    assert {s["service"]: s["state"] for s in data["services"]}["postgres"] == "running"
+
+
+def test_a_project_name_used_by_another_folder_is_never_taken_over(project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path_factory: pytest.TempPathFactory):
+    other = tmp_path_factory.mktemp("other-ralex")
+    monkeypatch.setattr(stack, "client", lambda: FakeEngine([container("ralex", "postgres", other)]))
+    for command in (["up"], ["down"]):
+        (project / ".env").write_text("".join(f"{k}=x\n" for k in REQUIRED))
+        result = runner.invoke(app, command)
+        assert result.exit_code == 1
+        assert f"the Compose project 'ralex' is the stack in {other}" in str(result.exception)
+        assert f"COMPOSE_PROJECT_NAME=ralex-{project.name.lower()}" in str(result.exception)
+    status = runner.invoke(app, ["status"])
+    assert f"these containers are the stack in {other}" in status.output
+
+
+# --- up: per-service progress ----------------------------------------------------------------------
+
+COMPOSE_UP = """\
+ litellm Pulling
+ litellm Warning Get "https://registry-1.docker.io/v2/": no such host
+#0 building with "default" instance using docker driver
+#1 [litellm internal] load build definition from Dockerfile
+#4 [litellm build 1/9] FROM docker.io/library/python:3.11-slim-bookworm
+#10 [litellm build 4/9] RUN /opt/ralex/bin/pip install --require-hashes -r /tmp/requirements.txt
+#10 12.40 Collecting litellm==1.106.12
+#15 [litellm stage-1 3/3] RUN useradd --system ralex
+#16 [litellm] exporting to image
+ litellm  Built
+ Network ralex-a_backend  Created
+ Container ralex-a-postgres-1  Creating
+ Container ralex-a-postgres-1  Created
+ Container ralex-a-litellm-1  Created
+ Container ralex-a-postgres-1  Started
+ Container ralex-a-postgres-1  Waiting
+ Container ralex-a-postgres-1  Healthy
+ Container ralex-a-litellm-1  Started
+ Container ralex-a-litellm-1  Waiting
+ Container ralex-a-postgres-1  Healthy
+"""
+
+
+def test_up_progress_follows_builds_starts_and_health():
+    progress = stack.UpProgress("ralex-a", ["litellm"])
+    changes = [c for i, line in enumerate(COMPOSE_UP.splitlines()) if (c := progress.feed(line, float(i)))]
+    assert changes[:4] == ["litellm: pulling", "litellm: building",
+                           "litellm: building (build step 1/9: FROM docker.io/library/python:3.11-slim-bookworm)",
+                           "litellm: building (build step 4/9: RUN /opt/ralex/bin/pip install --require-hashes -r "
+                           "/tmp/req…)"]
+    assert "litellm: built" in changes
+    assert list(progress.services) == ["postgres", "litellm"]  # the dependency joins, in the stack's order
+    assert progress.services["postgres"].phase == "ready"
+    litellm = progress.services["litellm"]
+    assert (litellm.phase, litellm.build_seconds) == ("started", 6.0)  # first build line to Built
+    assert progress.observe([stack.ServiceState("litellm", "running", "starting", "", "")], 30.0) == [
+        "litellm: started (health: starting)"]
+    assert progress.feed(" Container ralex-a-litellm-1  Healthy", 42.0) == "litellm: ready"
+    assert litellm.ready_at == 42.0
+    assert progress.feed("container ralex-a-postgres-1 is unhealthy", 43.0) == "postgres: failed (is unhealthy)"
+
+
+def test_up_prints_plain_progress_and_a_summary_when_not_on_a_terminal(project: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch):
+    (project / ".env").write_text("".join(f"{k}=x\n" for k in REQUIRED) + "COMPOSE_PROJECT_NAME=ralex-a\n")
+    output = COMPOSE_UP + " Container ralex-a-litellm-1  Healthy\n"
+    fake_up = [sys.executable, "-c", f"import sys; sys.stdout.write({output!r})"]
+    monkeypatch.setattr(stack, "client", lambda: FakeEngine())
+    monkeypatch.setattr(stack, "compose_command", lambda project, *args: fake_up)
+    monkeypatch.setattr(stack, "states", lambda *_args, **_kw: [
+        stack.ServiceState("postgres", "running", "healthy", "", ""),
+        stack.ServiceState("litellm", "running", "healthy", "", "127.0.0.1:4000->4000/tcp")])
+    result = runner.invoke(app, ["up", "litellm"])
+    assert result.exit_code == 0, result.output
+    assert "\x1b[" not in result.output  # plain lines: no colours, no cursor movement
+    lines = result.output.splitlines()
+    assert any(line.endswith("litellm: building (build step 4/9: RUN /opt/ralex/bin/pip install --require-hashes "
+                             "-r /tmp/req…)") for line in lines)
+    assert any(line.endswith("postgres: ready") for line in lines)
+    assert "postgres: running, healthy, ready after" in result.output
+    assert re.search(r"^litellm: running, healthy, built in [\d.]+s, ready after [\d.]+s$", result.output, re.M)
+    assert "Ralex is up in" in result.output
+    assert "(Compose project ralex-a)" in result.output
+    assert "proxy      http://127.0.0.1:4000/v1" in result.output
