@@ -245,23 +245,31 @@ def _replace_file(path: Path, data: bytes) -> None:
 
 
 def _compose_rejects(problem: str, written: dict[str, str], project: Project) -> str:
-    """One line: which variable Compose tripped on (named in its message, or whose value it quotes),
-    where that value came from, and the fix; secrets are named, never shown."""
-    effective = {**written, **{k: v for k, v in os.environ.items() if k in written or k.startswith(("RALEX_",
-                                                                                                   "COMPOSE_"))}}
-    named = [n for n in effective if re.search(rf"\b{n}\b", problem)]
-    quoted = [n for n, v in sorted(effective.items(), key=lambda item: -len(item[1]))
-              if len(v) >= 3 and re.search(rf"(?<![\w./-]){re.escape(v)}(?![\w./-])", problem)]
+    """One line: which variable Compose tripped on, where its value came from, and the fix."""
     kept = f"{project.env_path} was left as it was"
-    if not (named or quoted):
+    culprit = _culprit(problem, written)
+    if culprit is None:
         return f"docker compose rejects the new .env: {problem}; {kept}"
-    name = (named or quoted)[0]
-    shown = name if name in REQUIRED else f"{name}={effective[name]}"
+    name, shown = culprit
     if name in os.environ:
         return (f"docker compose rejects {shown} from your shell, which wins over .env ({problem}); "
                 f"unset {name} or correct it; {kept}")
     fix = INIT_FIXES.get(name, f"correct {name} in {project.example_path.name}")
     return f"docker compose rejects {shown} ({problem}); {fix}; {kept}"
+
+
+def _culprit(problem: str, dotenv: dict[str, str]) -> tuple[str, str] | None:
+    """The variable a Compose error is about (named in it, or the one whose value it quotes) and how to
+    show it: `NAME=value`, or only the name for a secret."""
+    effective = {**dotenv, **{k: v for k, v in os.environ.items() if k in dotenv or k.startswith(("RALEX_",
+                                                                                                 "COMPOSE_"))}}
+    named = [n for n in effective if re.search(rf"\b{n}\b", problem)]
+    quoted = [n for n, v in sorted(effective.items(), key=lambda item: -len(item[1]))
+              if len(v) >= 3 and re.search(rf"(?<![\w./-]){re.escape(v)}(?![\w./-])", problem)]
+    if not (named or quoted):
+        return None
+    name = (named or quoted)[0]
+    return name, name if name in REQUIRED else f"{name}={effective[name]}"
 
 
 def _own_project_name(project: Project) -> str | None:
@@ -488,6 +496,7 @@ def logs(
     Example: ralexctl logs litellm -f
     """
     project = find_project()
+    stack.ensure_own(project, stack.containers(project))
     command = stack.compose_command(project, "logs", "--tail", str(tail), *(["-f"] if follow else []),
                                     *([service] if service else []))
     raise typer.Exit(subprocess.run(command, cwd=project.root, check=False).returncode)
@@ -729,9 +738,13 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
             checks.append(Check("Compose project", False, str(exc), "correct COMPOSE_PROJECT_NAME"))
         if compose_v is not None:
             problem = stack.compose_config_error(project)
-            checks.append(Check("compose config", problem is None, problem or "docker compose config accepts "
-                                "the compose files and .env", "correct the variable it names in .env (see "
-                                ".env.example; relative folders start with ./)"))
+            culprit = _culprit(problem, project.dotenv()) if problem else None
+            checks.append(Check("compose config", problem is None,
+                                f"{culprit[1]}: {problem}" if culprit else problem or "docker compose config accepts "
+                                "the compose files and .env",
+                                f"correct {culprit[0] if culprit else 'the variable it names'} in .env "
+                                + ("or unset it in your shell " if culprit and culprit[0] in os.environ else "")
+                                + "(see .env.example; a folder is ./name or an absolute path)"))
         running = {s.service for s in states if s.state == "running"}
         env = project.env()
         for name, default in (("RALEX_PROXY_PORT", 4000), ("RALEX_GRAFANA_PORT", 3000),

@@ -113,7 +113,9 @@ def ensure_own(project: Project, found: dict[str, Container]) -> None:
 
 
 def running(project: Project, service: str) -> Container:
-    container = containers(project).get(service)
+    found = containers(project)
+    ensure_own(project, found)
+    container = found.get(service)
     if container is None:
         raise StackNotRunning(f"the {service} service is not created: run `ralexctl up`")
     if container.status != "running":

@@ -369,7 +369,7 @@ def test_a_project_name_used_by_another_folder_is_never_taken_over(project: Path
                                                                     tmp_path_factory: pytest.TempPathFactory):
     other = tmp_path_factory.mktemp("other-ralex")
     monkeypatch.setattr(stack, "client", lambda: FakeEngine([container("ralex", "postgres", other)]))
-    for command in (["up"], ["down"]):
+    for command in (["up"], ["down"], ["logs"], ["attach"]):
         (project / ".env").write_text("".join(f"{k}=x\n" for k in REQUIRED))
         result = runner.invoke(app, command)
         assert result.exit_code == 1
@@ -446,3 +446,16 @@ def test_up_prints_plain_progress_and_a_summary_when_not_on_a_terminal(project: 
     assert "Ralex is up in" in result.output
     assert "(Compose project ralex-a)" in result.output
     assert "proxy      http://127.0.0.1:4000/v1" in result.output
+
+
+@pytest.mark.skipif(not compose_available(), reason="needs Docker Compose")
+def test_doctor_names_the_variable_of_an_env_written_before_this_check(project: Path):
+    from ralex_ctl.cli import _culprit
+
+    assert runner.invoke(app, ["init", "--openrouter-key", "sk-or-v1-abc", "-y"]).exit_code == 0
+    env = project / ".env"
+    env.write_text(env.read_text().replace("RALEX_WORKSPACE=./workspace", "RALEX_WORKSPACE=workspace"))
+    problem = stack.compose_config_error(find_project())
+    assert problem is not None
+    assert "undefined volume workspace" in problem
+    assert _culprit(problem, read_env(env)) == ("RALEX_WORKSPACE", "RALEX_WORKSPACE=workspace")
