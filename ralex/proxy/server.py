@@ -76,7 +76,8 @@ class Gate:
             await send({"type": "websocket.close", "code": 1008})
             return
         path = scope["path"].rstrip("/") or "/"
-        agent_socket = scope.get("server") is None  # uvicorn gives a Unix socket no server address
+        server = scope.get("server")
+        agent_socket = server is None or server[1] is None  # a Unix socket: (path, None) or no address
         if agent_socket and not is_agent_route(path):
             await _respond(send, 404, f"{path} is not served to the agent; it may call "
                                       "/v1/chat/completions and /v1/models", "not_found")

@@ -210,6 +210,7 @@ def proxy_env(dsn: str, fake: Fake, port: int, runtime: Path, **extra: str) -> d
         "RALEX_PROXY_PORT": str(port),
         "RALEX_PROXY_HOST": "127.0.0.1",
         "RALEX_RUNTIME_DIR": str(runtime),
+        "RALEX_AGENT_SOCKET": str(runtime / "agent.sock"),
         "RALEX_UPSTREAM_TIMEOUT": "4",
         "RALEX_DAILY_BUDGET": "5",
         "RALEX_TIMEZONE": "Europe/Berlin",

@@ -210,3 +210,17 @@ def test_unknown_model_names_never_become_metric_labels(live: Proxy, upstream: F
     metrics = httpx.get(f"{live.url.rstrip('/')}/metrics/").text
     assert not [n for n in names if n in metrics]
     assert upstream.requests() == []
+
+
+def test_the_agent_socket_serves_the_model_routes_and_nothing_else(live: Proxy, upstream: Fake):
+    transport = httpx.HTTPTransport(uds=str(live.runtime / "agent.sock"))
+    with httpx.Client(transport=transport, base_url="http://agent", headers=AGENT, timeout=30) as agent:
+        assert agent.get("/v1/models").status_code == 200
+        served = agent.post("/v1/chat/completions", json={"model": "cheap", "messages": HI})
+        assert served.status_code == 200
+        for path in ("/metrics", "/openapi.json", "/health/liveliness", "/ralex/budget", "/key/generate",
+                     "/openrouter/v1/chat/completions"):
+            assert agent.get(path).status_code == 404, path
+        master = {"Authorization": "Bearer sk-ralex-test-master"}
+        assert agent.get("/ralex/budget", headers=master).status_code == 404  # not even with the master key
+    assert len(upstream.requests()) == 1
