@@ -23,6 +23,7 @@ import psycopg
 import pytest
 import uvicorn
 
+from ralex.budget import CAP_PRESETS
 from ralex.ledger.store import update_settings
 from tests.fake_openrouter import FakeState, create_app
 
@@ -175,6 +176,10 @@ class Proxy:
             update_settings(conn, daily_limit=limit, by="test", **settings)
         wait_until(lambda: abs(self.budget()["limit"] - limit) < 1e-9, 10, what=f"proxy to apply limit {limit}")
 
+    def set_caps(self, **caps: float) -> None:
+        """Per-request caps, live (as `ralexctl budget cap` does)."""
+        self.client.put("/ralex/budget", json={"caps": caps}).raise_for_status()
+
     def ledger(self, where: str = "true", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         from psycopg.rows import dict_row
 
@@ -261,6 +266,7 @@ def live(proxy: Proxy, upstream: Fake) -> Iterator[Proxy]:
     and max_tokens it received are the ones recorded. (Attempts that timed out or were cut are
     charged inside their request's row; the fault tests compare those in dollars.)
     """
+    proxy.set_caps(**CAP_PRESETS["agent"])  # the shipped caps, whatever an earlier test set
     proxy.set_remaining(4.0)
     yield proxy
     if proxy.process.poll() is None:

@@ -150,7 +150,8 @@ def test_images_are_held_at_their_pixel_bound_so_the_bill_never_exceeds_the_hold
     assert billed > 480 * 3e-6  # the 600x600 image alone is 480 tokens on smart
     assert float(row["reserved_usd"]) >= billed
     assert float(row["cost_usd"]) == pytest.approx(billed)
-    # a 2000x2000 image does not fit smart's per-request cap: it steps down instead of overspending
+    # an image that does not fit smart's per-request cap steps down instead of overspending
+    live.set_caps(smart=0.02)
     big = agent_post(live, {"model": "smart", "max_tokens": 100, "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": png(2000, 2000)}}]}]})
     assert big.headers["x-ralex-route"] == "cheap"

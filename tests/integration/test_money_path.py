@@ -11,6 +11,7 @@ import httpx
 import psycopg
 import pytest
 
+from ralex.budget import CAP_PRESETS
 from tests.integration.conftest import MASTER_KEY, Fake, Proxy, wait_until
 
 pytestmark = pytest.mark.integration
@@ -255,6 +256,7 @@ def test_budget_endpoint_needs_the_master_key(live: Proxy):
 
 
 def test_a_per_request_cap_is_raised_live_as_the_refusal_says(live: Proxy, upstream: Fake):
+    live.set_caps(**CAP_PRESETS["strict"])  # caps sized for chat prompts refuse an agent's step
     agent_step = "fix the typo in hello.py\n" + "def f(x):\n    return x\n" * 1_500  # ~12k tokens, like an agent
     refused = live.chat(agent_step, model="cheap")
     assert refused.status_code == 402
@@ -274,4 +276,4 @@ def test_a_per_request_cap_is_raised_live_as_the_refusal_says(live: Proxy, upstr
         assert served.headers["x-ralex-route"] == "cheap"
         assert len(upstream.requests()) == 1
     finally:
-        live.client.put("/ralex/budget", json={"caps": {"cheap": 0.001}})
+        live.set_caps(**CAP_PRESETS["agent"])

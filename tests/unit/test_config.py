@@ -12,7 +12,10 @@ GOOD = Path(__file__).resolve().parents[2] / "config" / "ralex.yaml"
 
 def test_shipped_policy_file_is_valid():
     cfg = load_config(GOOD)
-    assert cfg.aliases["cheap"].max_cost_per_request == 0.001
+    from ralex.budget import CAP_PRESETS
+
+    # the shipped caps are the agent preset: one source for both
+    assert {name: a.max_cost_per_request for name, a in cfg.aliases.items()} == CAP_PRESETS["agent"]
     assert cfg.budget.daily_limit == 5.0
 
 
@@ -25,8 +28,10 @@ def test_broken_yaml_names_the_line(tmp_path):
 
 def test_invalid_value_names_its_line_and_key(tmp_path):
     bad = tmp_path / "ralex.yaml"
-    bad.write_text(GOOD.read_text().replace("max_cost_per_request: 0.01", "max_cost_per_request: -3"))
-    with pytest.raises(ConfigError, match=r"line 12: aliases.smart.max_cost_per_request"):
+    text = GOOD.read_text()
+    line = text[:text.index("max_cost_per_request: 0.60")].count("\n") + 1
+    bad.write_text(text.replace("max_cost_per_request: 0.60", "max_cost_per_request: -3"))
+    with pytest.raises(ConfigError, match=rf"line {line}: aliases.smart.max_cost_per_request"):
         load_config(bad)
 
 
