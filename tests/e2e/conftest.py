@@ -28,7 +28,7 @@ AGENT_UID = 1000
 TYPO = 'print("hello wrold")\n'
 COPY = ["compose.yaml", ".env.example", "pyproject.toml", "README.md", "uv.lock", "ralex", "ralex_ctl", "services",
         "config", "prometheus", "grafana", "agent-os", "tests/__init__.py", "tests/fake_openrouter",
-        "tests/compose.fake.yaml", "tests/e2e/ralex.yaml"]
+        "tests/compose.fake.yaml"]
 
 
 def ralexctl_path() -> str:
@@ -125,28 +125,32 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, target)
+    # The README's first-contact path: the workspace is the default ./workspace (owned by the user the
+    # agent runs as), `ralexctl init` accepts every default, and .env is never edited by hand. What
+    # only this machine needs (stand-in images, free ports) comes from the environment, which Compose
+    # and ralexctl read before .env.
     workspace = root / "workspace"
-    process_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENROUTER_", "LITELLM_"))}
-    process_env.update({"RALEX_HOME": str(root), "COMPOSE_FILE": "compose.yaml:tests/compose.fake.yaml",
-                        "COMPOSE_PROJECT_NAME": f"ralex-e2e-{os.getpid()}"})
-    stack = Stack(root, workspace, {}, 0.0, process_env)
-    init = stack.ralexctl("init", "--openrouter-key", "sk-or-e2e-key", "--budget", "standard",
-                          "--timezone", "Europe/Berlin", "--workspace", str(workspace), "-y")
-    assert init.returncode == 0, init.stderr
-    overrides = {
-        "RALEX_PROXY_PORT": free_port(), "RALEX_PROMETHEUS_PORT": free_port(), "RALEX_GRAFANA_PORT": free_port(),
-        "RALEX_UID": AGENT_UID, "RALEX_GID": AGENT_UID, "RALEX_CONFIG_FILE": "./tests/e2e/ralex.yaml",
+    workspace.mkdir()
+    (workspace / "hello.py").write_text(TYPO)
+    for path in (workspace, workspace / "hello.py"):
+        os.chown(path, AGENT_UID, AGENT_UID)
+    machine = {
+        "RALEX_PROXY_PORT": str(free_port()), "RALEX_PROMETHEUS_PORT": str(free_port()),
+        "RALEX_GRAFANA_PORT": str(free_port()),
         "RALEX_LITELLM_IMAGE": "ralex/litellm:test", "RALEX_EXPORTER_IMAGE": "ralex/budget-exporter:test",
         "RALEX_OPENCODE_IMAGE": "ralex/opencode:test",
         **{k: v for k, v in os.environ.items() if k.startswith("RALEX_") and k.endswith("_IMAGE")
            and k not in ("RALEX_LITELLM_IMAGE", "RALEX_EXPORTER_IMAGE", "RALEX_OPENCODE_IMAGE")},
     }
-    with (root / ".env").open("a") as env_file:
-        env_file.write("\n# e2e overrides\n" + "".join(f"{k}={v}\n" for k, v in overrides.items()))
-    stack.env = read_env(root / ".env")
-    (workspace / "hello.py").write_text(TYPO)
-    for path in (workspace, workspace / "hello.py"):
-        os.chown(path, AGENT_UID, AGENT_UID)
+    process_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENROUTER_", "LITELLM_"))}
+    process_env.update({"RALEX_HOME": str(root), "COMPOSE_FILE": "compose.yaml:tests/compose.fake.yaml",
+                        "COMPOSE_PROJECT_NAME": f"ralex-e2e-{os.getpid()}", "TZ": "Europe/Berlin", **machine})
+    stack = Stack(root, workspace, {}, 0.0, process_env)
+    init = stack.ralexctl("init", "--openrouter-key", "sk-or-e2e-key", "-y")
+    assert init.returncode == 0, init.stderr
+    stack.env = {**read_env(root / ".env"), **machine}
+    assert stack.env["RALEX_WORKSPACE"] == "./workspace"
+    assert stack.env["RALEX_UID"] == str(AGENT_UID)
     build = subprocess.run(["docker", "compose", "build", *[s for s in SERVICES if s not in ("postgres",
                                                                                           "prometheus")]],
                            cwd=root, env=process_env, capture_output=True, text=True, timeout=1800, check=False)

@@ -41,6 +41,10 @@ def test_an_opencode_turn_fixes_the_file_through_the_proxy(stack: Stack):
     assert "cheap:title" in rows or "cheap:turn" in rows
     spent = float(stack.sql("SELECT spent_usd FROM daily_totals"))
     assert spent > 0
+    # ... and `ralexctl spend` shows it, as the README's first-contact path ends
+    shown = stack.ralexctl("spend", "--days", "1", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert sum(r["spent"] for r in json.loads(shown.stdout)["rows"]) == pytest.approx(spent, rel=1e-6)
     # Prometheus answers with its latest scrape (every few seconds): wait for one taken after the turn
     wait_until(lambda: (v := stack.value("ralex_budget_spent_today_usd")) is not None
                and v == pytest.approx(spent, rel=1e-6), 60, interval=1,
