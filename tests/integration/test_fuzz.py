@@ -7,8 +7,8 @@ import copy
 import json
 import random
 import string
-from datetime import UTC, datetime
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
