@@ -24,8 +24,8 @@ _HOUSEKEEPING = re.compile(
     r"(you are a title generator|generate (a )?(brief |short |concise )?title|thread title"
     r"|summari[sz](e|ing) (the|this|our) (conversation|session|chat)|conversation summary"
     r"|provide a detailed prompt for continuing|tasked with summari[sz]ing)",
-    re.IGNORECASE,
 )
+"""Matched against lower-cased text (7x faster than re.IGNORECASE on an agent's system prompt)."""
 PER_MESSAGE_TOKENS: Final = 8
 TOOLS_OVERHEAD_TOKENS: Final = 600
 """What providers add when tools are offered (Anthropic's tool-use system prompt is ~350 tokens)."""
@@ -61,13 +61,17 @@ def task_text(messages: Sequence[Mapping[str, Any]]) -> str:
     return ""
 
 
+_HOUSEKEEPING_HINTS: Final = ("title", "summar", "continuing")
+"""Every housekeeping phrase holds one of these: a substring test skips the regex for normal prompts."""
+
+
 def is_housekeeping(messages: Sequence[Mapping[str, Any]]) -> bool:
     """A title or summary call an agent makes on its own (not a task for the user)."""
     for message in messages:
-        if message.get("role") in ("system", "developer") and _HOUSEKEEPING.search(
-            content_text(message.get("content"))[:2000]
-        ):
-            return True
+        if message.get("role") in ("system", "developer"):
+            lowered = content_text(message.get("content"))[:2000].lower()
+            if any(hint in lowered for hint in _HOUSEKEEPING_HINTS) and _HOUSEKEEPING.search(lowered):
+                return True
     return False
 
 

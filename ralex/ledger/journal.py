@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
-from ralex.ledger.rows import LedgerRow, row_from_json, row_to_json
+from ralex.ledger.rows import LedgerRow, row_from_json, row_json_line, row_to_json
 
 log = logging.getLogger("ralex.ledger")
 COMPACT_BYTES: Final = 1 << 20
@@ -42,7 +42,7 @@ class Journal:
         self._append("row", row)
 
     def _append(self, kind: str, row: LedgerRow) -> None:
-        line = (json.dumps({kind: row_to_json(row)}, separators=(",", ":")) + "\n").encode()
+        line = row_json_line(kind, row)
         try:
             self.size += os.write(self._fd, line)
         except OSError as exc:  # a full disk must not fail the request; Postgres still gets the row

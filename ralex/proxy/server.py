@@ -126,12 +126,15 @@ class Gate:
             await _respond(send, 400, "the request body does not have the shape of a chat completion; "
                                       "see https://platform.openai.com/docs/api-reference/chat/create")
             return
-        try:
-            payload = json.dumps(clean, ensure_ascii=False).encode()
-        except UnicodeEncodeError:
-            await _respond(send, 400, "the request holds a lone UTF-16 surrogate escape (such as \\ud800), "
-                                      "which is not valid Unicode; send whole characters")
-            return
+        if len(clean) == len(body) and "\\ud" not in text and "\\uD" not in text:
+            payload = raw  # nothing dropped and no escaped surrogates: forward the bytes as they came
+        else:
+            try:
+                payload = json.dumps(clean, ensure_ascii=False).encode()
+            except UnicodeEncodeError:
+                await _respond(send, 400, "the request holds a lone UTF-16 surrogate escape (such as \\ud800), "
+                                          "which is not valid Unicode; send whole characters")
+                return
         kept = [(k, v) for k, v in headers if k in FORWARDED_HEADERS and k != b"content-type"]
         kept += [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         inner = {**scope, "headers": kept, "query_string": b""}
