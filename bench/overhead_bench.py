@@ -8,11 +8,13 @@ pointed at the same fake, all started with the same environment:
 * **A, plain LiteLLM**: ``litellm --config plain.yaml``, the config ``ralex.proxy.launch.litellm_config``
   generates without ``litellm_settings.callbacks`` and ``general_settings.custom_auth`` (same model
   list, master key and timeouts): LiteLLM as it is, no Ralex.
-* **B, Ralex**: ``ralex-proxy`` exactly as shipped (hooks, custom auth, every configured callback,
-  ledger writer), with a daily limit of $1000 so nothing is refused.
+* **B, Ralex**: ``ralex-proxy`` exactly as shipped (LiteLLM's app behind Ralex's gate, hooks, custom
+  auth, every configured callback, journal and ledger writer), with a daily limit of $1000 so nothing
+  is refused.
 * **C, Ralex minus its hook**: B's generated config with only ``ralex.proxy.hooks.handler`` removed
-  from the callbacks (custom auth and the other callbacks stay). B - C isolates the hook itself;
-  B - A is what a user pays compared with plain LiteLLM.
+  from the callbacks (custom auth and the other callbacks stay), started by ``litellm`` (so without
+  the gate). B - C is the gate and the hook together; B - A is what a user pays compared with plain
+  LiteLLM.
 
 Every proxy gets the same body: one step of a coding agent (an ~8 KB system prompt, seven tools,
 an earlier tool round trip and a new task from ``bench/data``). After a warm-up (50 requests each),
