@@ -26,14 +26,19 @@ Method
 * At the end: how many of the unknown names appear in the proxy's ``/metrics/``, in Prometheus's
   series and in what the upstream received (all expected 0), and every status code seen.
 
+* With ``--control``, the same plan again on a fresh proxy and Prometheus with the unknown names'
+  slots left empty: what the valid traffic alone grows.
+
 Figures: least-squares slope of each memory series over the steady part (after ``--warmup-minutes``),
-in MiB per hour and in MiB per 1,000 unknown names sent; head series at the start and the end.
+in MiB per hour and in MiB per 1,000 unknown names sent (all growth charged to the names, an upper
+bound), and with ``--control`` the difference of the two runs' slopes; head series at the start,
+after the warm-up and at the end.
 Nothing is asserted. The machine has 2 cores shared with other work: the load average is recorded
 with every sample, read the slopes with it.
 
 Run from the repo root, with the sandbox images (``set -a; . /tmp/sandbox.env; set +a``)::
 
-    uv run --frozen python -m bench.soak_bench [--minutes 15] [--rate 10] [--bogus 5000]
+    uv run --frozen python -m bench.soak_bench [--minutes 15] [--rate 10] [--bogus 5000] [--control]
 
 Results: a table on stdout and ``bench/results/soak.json``.
 """
@@ -124,6 +129,7 @@ class Traffic:
     items: list[Planned]
     rate: float
     system: str
+    send_bogus: bool = True  # False: the unknown names' slots stay empty (the control run)
     started: float = 0.0
     next_index: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -167,6 +173,8 @@ class Traffic:
                 if wait > 0:
                     time.sleep(wait)
                 item = self.items[i]
+                if item.kind == "bogus" and not self.send_bogus:
+                    continue
                 content = self.body(i, item)
                 now = time.monotonic()
                 self.sent_at[i] = now
@@ -326,6 +334,9 @@ def container_memory_mib(container_id: str) -> dict[str, float | None]:
     return {"usage_mib": None, "usage_no_cache_mib": float(found.group(1)) * scale.get(found.group(2), 1)}
 
 
+GROWTH_KEYS = ("proxy_rss_mib", "proxy_rss_anon_mib", "prometheus_rss_mib", "prometheus_container_usage_no_cache_mib")
+
+
 def metric_series(text: str) -> int:
     return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
 
@@ -393,6 +404,129 @@ def growth(samples: list[dict[str, Any]], key: str) -> dict[str, Any]:
 
 # --- main --------------------------------------------------------------------------------------------
 
+def run_soak(pg: Any, items: list[Planned], args: argparse.Namespace, *, image: str, system: str, warmup: float,
+             send_bogus: bool, work: Path) -> dict[str, Any]:
+    """One soak on a fresh fake OpenRouter, proxy (new database) and Prometheus."""
+    work.mkdir(parents=True)
+    logs: dict[str, Path] = {"fake": work / "fake.log"}
+    samples: list[dict[str, Any]] = []
+    prom_log = ""
+    result: dict[str, Any] = {}
+    with ExitStack() as stack:
+        fake_process, fake = start_fake(logs["fake"])
+        stack.callback(stop_process, fake_process)
+        proxy = start_proxy(pg.new_database(), fake, work)
+        stack.callback(proxy.stop)
+        logs["proxy"] = proxy.log_path
+        proxy.set_limit(1000.0, caps=CAPS)  # nothing refused for budget
+        base = proxy.url.rstrip("/")
+        prom = start_prometheus(image, proxy.port, work)
+
+        def stop_prom() -> None:
+            nonlocal prom_log
+            prom_log = stop_prometheus(prom)
+
+        stack.callback(stop_prom)
+
+        traffic = Traffic(base, items, args.rate, system, send_bogus=send_bogus)
+        t0 = time.monotonic()
+        samples.append(sample(t0, proxy.process.pid, base, prom, traffic))
+        traffic.started = time.monotonic()
+        threads = [threading.Thread(target=traffic.worker, daemon=True) for _ in range(args.threads)]
+        for thread in threads:
+            thread.start()
+        sent = sum(1 for p in items if send_bogus or p.kind != "bogus")
+        unknown = sum(1 for p in items if send_bogus and p.kind == "bogus")
+        print(f"{sent} requests over {args.minutes:g} min ({unknown} unknown names), a sample every "
+              f"{args.sample_seconds:g} s ...", flush=True)
+        next_sample = t0 + args.sample_seconds
+        while any(t.is_alive() for t in threads):
+            time.sleep(max(0.0, min(next_sample - time.monotonic(), 1.0)))
+            if time.monotonic() >= next_sample:
+                s = sample(t0, proxy.process.pid, base, prom, traffic)
+                samples.append(s)
+                next_sample += args.sample_seconds
+                if len(samples) % 6 == 0:
+                    print(f"  {s['t_s']:6.0f} s  sent {s['requests_sent']:5d} ({s['bogus_sent']} unknown)  "
+                          f"proxy {s['proxy_rss_mib']:.0f} MiB  prometheus {s['prometheus_rss_mib']:.0f} MiB  "
+                          f"head series {s['prometheus_head_series']}  load {s['loadavg'][0]}", flush=True)
+        load_s = time.monotonic() - traffic.started
+        time.sleep(SCRAPE_SECONDS + 2)  # one more scrape after the last request
+        samples.append(sample(t0, proxy.process.pid, base, prom, traffic))
+
+        metrics = httpx.get(f"{base}/metrics/", timeout=10).text
+        names = [p.detail for p in items if p.kind == "bogus"]
+        ids = [re.search(r"[0-9a-f-]{36}", n).group(0) for n in names]  # type: ignore[union-attr]
+        series_json = httpx.get(f"{prom.url}/api/v1/series", params={"match[]": '{job="litellm"}'},
+                                timeout=30).text
+        upstream_models = Counter(r.get("model") for r in fake.requests())
+        upstream_text = json.dumps(list(upstream_models))
+        head_end = prom.head_series()
+        tsdb = httpx.get(f"{prom.url}/api/v1/status/tsdb", timeout=10).json()["data"]["headStats"]
+        scrape_up = prom.query('up{job="litellm"}')
+        budget = proxy.budget()
+
+        warm = [s for s in samples if s["t_s"] >= warmup]
+        warm_end = warm[0] if warm else samples[-1]
+        result.update({
+            "unknown_names_sent": send_bogus,
+            "load_seconds": round(load_s, 1),
+            "achieved_rate_per_s": round(sum(sum(c.values()) for c in traffic.statuses.values()) / load_s, 2),
+            "client_lag_s": summary(traffic.lag_s),
+            "statuses": {k: dict(sorted(v.items())) for k, v in traffic.statuses.items()},
+            "bad_body_statuses": {k: dict(v) for k, v in sorted(traffic.bad_statuses.items())},
+            "bogus_400_naming_unknown_model": traffic.bogus_messages_ok,
+            "server_errors_5xx": sum(n for c in traffic.statuses.values() for s, n in c.items()
+                                     if s.startswith("5")),
+            "transport_errors": sum(n for c in traffic.statuses.values() for s, n in c.items()
+                                    if not s.isdigit()),
+            "server_error_examples": traffic.server_errors,
+            "unexpected_status_examples": traffic.unexpected,
+            "routes": dict(sorted(traffic.routes.items())),
+            "latency_ms": {k: summary(v) for k, v in traffic.latency_ms.items()},
+            "bogus_names_in_proxy_metrics": sum(1 for i in ids if i in metrics),
+            "bogus_names_in_prometheus_series": sum(1 for i in ids if i in series_json),
+            "bogus_names_sent_upstream": sum(1 for i in ids if i in upstream_text),
+            "upstream_models": dict(upstream_models),
+            "proxy_metrics_series": {"start": samples[0]["proxy_metrics_series"],
+                                     "after_warmup": warm_end["proxy_metrics_series"],
+                                     "end": metric_series(metrics), "bytes_end": len(metrics)},
+            "prometheus_head_series": {"start": samples[0]["prometheus_head_series"],
+                                       "after_warmup": warm_end["prometheus_head_series"],
+                                       "end": head_end, "max": max((s["prometheus_head_series"] or 0)
+                                                                   for s in samples)},
+            "prometheus_tsdb_head_stats_end": tsdb,
+            "prometheus_target_up_end": [r["value"][1] for r in scrape_up],
+            "ralex_budget_after": {k: budget.get(k) for k in ("limit", "spent", "in_flight", "ledger")},
+            "growth_steady": {key: growth(warm, key) for key in GROWTH_KEYS},
+            "loadavg_1m": summary([s["loadavg"][0] for s in samples]),
+        })
+    result["log_problems"] = {name: log_problems(path) for name, path in logs.items()}
+    result["prometheus_log_errors"] = [line for line in prom_log.splitlines()
+                                       if "level=error" in line or "level=warn" in line][:20]
+    result["samples"] = samples
+    if args.keep_logs:
+        result["logs"] = {name: str(path) for name, path in logs.items()}
+    return result
+
+
+def attributable(soak: dict[str, Any], control: dict[str, Any], bogus: int) -> dict[str, Any]:
+    """Slope of the soak minus the control's (same valid traffic, no unknown names), per hour and per
+    1,000 names (at the soak's rate of unknown names)."""
+    out: dict[str, Any] = {}
+    for key in GROWTH_KEYS:
+        a = soak["growth_steady"][key].get("slope_mib_per_hour")
+        b = control["growth_steady"][key].get("slope_mib_per_hour")
+        if a is None or b is None:
+            out[key] = None
+            continue
+        per_hour = a - b
+        names_per_hour = bogus / (soak["load_seconds"] / 3600)  # spread evenly over the run
+        out[key] = {"mib_per_hour": per_hour,
+                    "mib_per_1000_names": per_hour / (names_per_hour / 1000) if names_per_hour else None}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.soak_bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -407,6 +541,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample-seconds", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--warmup-minutes", type=float, default=2.0,
                         help="left out of the slopes (at most a quarter of the run)")
+    parser.add_argument("--control", action="store_true",
+                        help="then the same traffic again on a fresh proxy and Prometheus, without the unknown "
+                             "names (their slots stay empty): the growth valid traffic alone causes")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep-logs", action="store_true", help="keep the proxy's and the fake's logs")
     args = parser.parse_args(argv)
@@ -429,11 +566,13 @@ def main(argv: list[str] | None = None) -> None:
                      "bad_share": args.bad_share, "stream_share": args.stream_share,
                      "sample_seconds": args.sample_seconds, "warmup_s": warmup,
                      "scrape_interval_s": SCRAPE_SECONDS, "key": "agent key", "daily_limit_usd": 1000.0,
-                     "caps_usd": CAPS},
+                     "caps_usd": CAPS, "control": args.control},
         "notes": [
             "slopes are least squares over the samples after the warm-up; MiB per 1,000 names is the same "
             "fit against the unknown names sent so far, so it charges all growth to them (an upper bound: "
-            "Prometheus's head also grows with the samples of its fixed series until it compacts)",
+            "valid traffic grows the proxy's heap too, and Prometheus's head grows with the samples of its "
+            "fixed series until it compacts); with --control, the same valid traffic without the names is "
+            "measured on a fresh proxy and the difference of the slopes is what the names cost",
             "Prometheus RSS is its process's VmRSS (file-mapped pages included); the container figure is the "
             "cgroup's usage minus inactive file pages, as docker stats shows it",
         ],
@@ -441,107 +580,22 @@ def main(argv: list[str] | None = None) -> None:
                                                        "permanent label in LiteLLM's metrics"},
     }
     work = Path(tempfile.mkdtemp(prefix="ralex-soak-"))
-    logs: dict[str, Path] = {"fake": work / "fake.log"}
-    samples: list[dict[str, Any]] = []
-    prom_log = ""
     try:
-        with ExitStack() as stack:
-            print("starting Postgres, the fake OpenRouter, the proxy and Prometheus ...", flush=True)
-            pg = start_postgres()
-            stack.callback(pg.container.stop)
-            fake_process, fake = start_fake(logs["fake"])
-            stack.callback(stop_process, fake_process)
-            proxy = start_proxy(pg.new_database(), fake, work)
-            stack.callback(proxy.stop)
-            logs["proxy"] = proxy.log_path
-            proxy.set_limit(1000.0, caps=CAPS)  # nothing refused for budget
-            base = proxy.url.rstrip("/")
-            prom = start_prometheus(image, proxy.port, work)
-
-            def stop_prom() -> None:
-                nonlocal prom_log
-                prom_log = stop_prometheus(prom)
-
-            stack.callback(stop_prom)
-
-            traffic = Traffic(base, items, args.rate, system)
-            t0 = time.monotonic()
-            samples.append(sample(t0, proxy.process.pid, base, prom, traffic))
-            traffic.started = time.monotonic()
-            threads = [threading.Thread(target=traffic.worker, daemon=True) for _ in range(args.threads)]
-            for thread in threads:
-                thread.start()
-            print(f"{total} requests at {args.rate:g}/s over {args.minutes:g} min ({bogus} unknown names), "
-                  f"a sample every {args.sample_seconds:g} s ...", flush=True)
-            next_sample = t0 + args.sample_seconds
-            while any(t.is_alive() for t in threads):
-                time.sleep(max(0.0, min(next_sample - time.monotonic(), 1.0)))
-                if time.monotonic() >= next_sample:
-                    s = sample(t0, proxy.process.pid, base, prom, traffic)
-                    samples.append(s)
-                    next_sample += args.sample_seconds
-                    if len(samples) % 6 == 0:
-                        print(f"  {s['t_s']:6.0f} s  sent {s['requests_sent']:5d} ({s['bogus_sent']} unknown)  "
-                              f"proxy {s['proxy_rss_mib']:.0f} MiB  prometheus {s['prometheus_rss_mib']:.0f} MiB  "
-                              f"head series {s['prometheus_head_series']}  load {s['loadavg'][0]}", flush=True)
-            load_s = time.monotonic() - traffic.started
-            time.sleep(SCRAPE_SECONDS + 2)  # one more scrape after the last request
-            samples.append(sample(t0, proxy.process.pid, base, prom, traffic))
-
-            metrics = httpx.get(f"{base}/metrics/", timeout=10).text
-            names = [p.detail for p in items if p.kind == "bogus"]
-            ids = [re.search(r"[0-9a-f-]{36}", n).group(0) for n in names]  # type: ignore[union-attr]
-            series_json = httpx.get(f"{prom.url}/api/v1/series", params={"match[]": '{job="litellm"}'},
-                                    timeout=30).text
-            upstream_models = Counter(r.get("model") for r in fake.requests())
-            upstream_text = json.dumps(list(upstream_models))
-            head_end = prom.head_series()
-            tsdb = httpx.get(f"{prom.url}/api/v1/status/tsdb", timeout=10).json()["data"]["headStats"]
-            scrape_up = prom.query('up{job="litellm"}')
-            budget = proxy.budget()
-
-            warm = [s for s in samples if s["t_s"] >= warmup]
-            warm_end = warm[0] if warm else samples[-1]
-            results.update({
-                "load_seconds": round(load_s, 1),
-                "achieved_rate_per_s": round(sum(sum(c.values()) for c in traffic.statuses.values()) / load_s, 2),
-                "client_lag_s": summary(traffic.lag_s),
-                "statuses": {k: dict(sorted(v.items())) for k, v in traffic.statuses.items()},
-                "bad_body_statuses": {k: dict(v) for k, v in sorted(traffic.bad_statuses.items())},
-                "bogus_400_naming_unknown_model": traffic.bogus_messages_ok,
-                "server_errors_5xx": sum(n for c in traffic.statuses.values() for s, n in c.items()
-                                         if s.startswith("5")),
-                "transport_errors": sum(n for c in traffic.statuses.values() for s, n in c.items()
-                                        if not s.isdigit()),
-                "server_error_examples": traffic.server_errors,
-                "unexpected_status_examples": traffic.unexpected,
-                "routes": dict(sorted(traffic.routes.items())),
-                "latency_ms": {k: summary(v) for k, v in traffic.latency_ms.items()},
-                "bogus_names_in_proxy_metrics": sum(1 for i in ids if i in metrics),
-                "bogus_names_in_prometheus_series": sum(1 for i in ids if i in series_json),
-                "bogus_names_sent_upstream": sum(1 for i in ids if i in upstream_text),
-                "upstream_models": dict(upstream_models),
-                "proxy_metrics_series": {"start": samples[0]["proxy_metrics_series"],
-                                         "after_warmup": warm_end["proxy_metrics_series"],
-                                         "end": metric_series(metrics), "bytes_end": len(metrics)},
-                "prometheus_head_series": {"start": samples[0]["prometheus_head_series"],
-                                           "after_warmup": warm_end["prometheus_head_series"],
-                                           "end": head_end, "max": max((s["prometheus_head_series"] or 0)
-                                                                       for s in samples)},
-                "prometheus_tsdb_head_stats_end": tsdb,
-                "prometheus_target_up_end": [r["value"][1] for r in scrape_up],
-                "ralex_budget_after": {k: budget.get(k) for k in ("limit", "spent", "in_flight", "ledger")},
-                "growth_steady": {key: growth(warm, key) for key in (
-                    "proxy_rss_mib", "proxy_rss_anon_mib", "prometheus_rss_mib",
-                    "prometheus_container_usage_no_cache_mib")},
-                "loadavg_1m": summary([s["loadavg"][0] for s in samples]),
-            })
-        results["log_problems"] = {name: log_problems(path) for name, path in logs.items()}
-        results["prometheus_log_errors"] = [line for line in prom_log.splitlines()
-                                            if "level=error" in line or "level=warn" in line][:20]
-        results["samples"] = samples
-        if args.keep_logs:
-            results["logs"] = {name: str(path) for name, path in logs.items()}
+        print("starting Postgres ...", flush=True)
+        pg = start_postgres()
+        try:
+            print("soak: the fake OpenRouter, the proxy and Prometheus ...", flush=True)
+            results.update(run_soak(pg, items, args, image=image, system=system, warmup=warmup, send_bogus=True,
+                                    work=work / "soak"))
+            if args.control:
+                print("control, the same traffic without the unknown names: a fresh proxy and Prometheus ...",
+                      flush=True)
+                control = run_soak(pg, items, args, image=image, system=system, warmup=warmup,
+                                   send_bogus=False, work=work / "control")
+                results["control_without_unknown_names"] = control
+                results["attributable_to_unknown_names"] = attributable(results, control, bogus)
+        finally:
+            pg.container.stop()
     finally:
         if not args.keep_logs:
             shutil.rmtree(work, ignore_errors=True)
@@ -557,46 +611,58 @@ def fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+LABELS = {"proxy_rss_mib": "proxy RSS", "proxy_rss_anon_mib": "proxy RSS, anonymous",
+          "prometheus_rss_mib": "Prometheus RSS",
+          "prometheus_container_usage_no_cache_mib": "Prometheus container (docker stats)"}
+
+
 def report(results: dict[str, Any]) -> None:
     st = results["settings"]
     before = results["before_the_gate"]
+    runs = {"soak": results}
+    if "control_without_unknown_names" in results:
+        runs["control, no unknown names"] = results["control_without_unknown_names"]
     rows = []
-    for key, label in (("proxy_rss_mib", "proxy RSS"), ("proxy_rss_anon_mib", "proxy RSS, anonymous"),
-                       ("prometheus_rss_mib", "Prometheus RSS"),
-                       ("prometheus_container_usage_no_cache_mib", "Prometheus container (docker stats)")):
-        g = results["growth_steady"][key]
-        rows.append([label, g.get("samples", 0), fmt(g.get("first_mib")), fmt(g.get("last_mib")),
-                     fmt(g.get("slope_mib_per_hour"), 2), fmt(g.get("slope_mib_per_1000_bogus"), 2),
-                     fmt(g.get("r2"), 2)])
+    for run, r in runs.items():
+        for key, label in LABELS.items():
+            g = r["growth_steady"][key]
+            rows.append([f"{run} | {label}", g.get("samples", 0), fmt(g.get("first_mib")), fmt(g.get("last_mib")),
+                         fmt(g.get("slope_mib_per_hour"), 2), fmt(g.get("slope_mib_per_1000_bogus"), 2),
+                         fmt(g.get("r2"), 2)])
+    for key, label in LABELS.items():
+        d = (results.get("attributable_to_unknown_names") or {}).get(key)
+        if d:
+            rows.append([f"soak - control | {label}", "", "", "", fmt(d["mib_per_hour"], 2),
+                         fmt(d["mib_per_1000_names"], 2), ""])
     print()
     print(table(["memory, steady part", "samples", "first MiB", "last MiB", "MiB/hour", "MiB/1000 names", "r2"],
                 rows, title=f"Soak: {results['load_seconds']:.0f} s at {results['achieved_rate_per_s']} req/s, "
                             f"{st['bogus_names']} unknown model names, warm-up {st['warmup_s']:.0f} s left out "
-                            f"({results['environment']['cpus']} CPUs, load 1m median "
+                            f"({results['environment']['cpus']} CPUs shared, load 1m median "
                             f"{results['loadavg_1m']['p50']:.2f}, max {results['loadavg_1m']['max']:.2f})"))
     n = before["names"]
     print(f"before the gate (issue): LiteLLM {before['litellm_mib'][0]} -> {before['litellm_mib'][1]} MiB "
           f"({(before['litellm_mib'][1] - before['litellm_mib'][0]) / n * 1000:.1f} MiB/1000 names), Prometheus "
           f"{before['prometheus_mib'][0]} -> {before['prometheus_mib'][1]} MiB "
           f"({(before['prometheus_mib'][1] - before['prometheus_mib'][0]) / n * 1000:.1f} MiB/1000 names)")
-    h, m = results["prometheus_head_series"], results["proxy_metrics_series"]
-    print(f"Prometheus head series: start {h['start']}, after warm-up {h['after_warmup']}, end {h['end']} "
-          f"(max {h['max']}); proxy /metrics series: start {m['start']}, after warm-up {m['after_warmup']}, "
-          f"end {m['end']}")
-    print(f"unknown names in the proxy's /metrics: {results['bogus_names_in_proxy_metrics']}, in Prometheus: "
-          f"{results['bogus_names_in_prometheus_series']}, sent upstream: {results['bogus_names_sent_upstream']} "
-          f"(of {st['bogus_names']})")
-    print(f"statuses: {results['statuses']}; 5xx: {results['server_errors_5xx']}, transport errors: "
-          f"{results['transport_errors']}; 400s naming the unknown model: {results['bogus_400_naming_unknown_model']}")
-    print(f"bad bodies: {results['bad_body_statuses']}")
-    lat = results["latency_ms"]
-    print("client latency p50/p99 ms: " + ", ".join(
-        f"{k} {v['p50']:.1f}/{v['p99']:.1f}" for k, v in lat.items() if v["n"]))
-    problems = {name: found for name, found in results["log_problems"].items() if found["lines"]}
-    if problems:
-        print("lines that look like problems in the logs:")
+    for run, r in runs.items():
+        h, m = r["prometheus_head_series"], r["proxy_metrics_series"]
+        print(f"\n{run}: Prometheus head series: start {h['start']}, after warm-up {h['after_warmup']}, "
+              f"end {h['end']} (max {h['max']}); proxy /metrics series: start {m['start']}, after warm-up "
+              f"{m['after_warmup']}, end {m['end']}")
+        print(f"  unknown names in the proxy's /metrics: {r['bogus_names_in_proxy_metrics']}, in Prometheus: "
+              f"{r['bogus_names_in_prometheus_series']}, sent upstream: {r['bogus_names_sent_upstream']} "
+              f"(of {st['bogus_names']}{' sent' if r['unknown_names_sent'] else ', none sent'})")
+        print(f"  statuses: {r['statuses']}; 5xx: {r['server_errors_5xx']}, transport errors: "
+              f"{r['transport_errors']}; 400s naming the unknown model: {r['bogus_400_naming_unknown_model']}")
+        print(f"  bad bodies: {r['bad_body_statuses']}")
+        lat = r["latency_ms"]
+        print("  client latency p50/p99 ms: " + ", ".join(
+            f"{k} {v['p50']:.1f}/{v['p99']:.1f}" for k, v in lat.items() if v["n"])
+              + f"; load 1m median {r['loadavg_1m']['p50']:.2f}")
+        problems = {name: found for name, found in r["log_problems"].items() if found["lines"]}
         for name, found in problems.items():
-            print(f"  {name}: {found['lines']} (first: {found['first'][0][:220]})")
+            print(f"  problems in the {name} log: {found['lines']} (first: {found['first'][0][:220]})")
 
 
 if __name__ == "__main__":
