@@ -17,12 +17,31 @@ BUDGET_TIERS: Final[dict[str, float]] = {"lite": 2.0, "standard": 5.0, "power": 
 """Named daily budgets (USD); `ralexctl budget tier power` picks one."""
 
 ALERT_LEVELS: Final[tuple[int, ...]] = (50, 80, 95, 100)
+"""Default alert thresholds, percent of the daily budget (live setting: `ralexctl budget alerts`)."""
 
 
-def alert_level(fraction: float) -> int:
-    """The highest alert threshold (50/80/95/100 %) today's spend has reached, else 0."""
-    reached = [level for level in ALERT_LEVELS if fraction * 100 >= level - 1e-9]
-    return reached[-1] if reached else 0
+def alert_level(fraction: float, thresholds: tuple[int, ...] = ALERT_LEVELS) -> int:
+    """The highest alert threshold today's spend has reached, else 0."""
+    reached = [level for level in thresholds if fraction * 100 >= level - 1e-9]
+    return max(reached) if reached else 0
+
+
+def parse_thresholds(values: object) -> tuple[int, ...]:
+    """Validated alert thresholds: 1-8 whole percentages between 1 and 100. Raises BudgetError."""
+    if isinstance(values, str | bytes) or not isinstance(values, list | tuple):
+        raise BudgetError("alert thresholds must be a list of percentages such as 50 80 95")
+    parsed = set()
+    for value in values:
+        try:
+            level = int(str(value).strip().rstrip("%"))
+        except ValueError:
+            raise BudgetError(f"alert threshold {value!r} is not a whole percentage; use e.g. 50 80 95") from None
+        if not 1 <= level <= 100:
+            raise BudgetError(f"alert threshold {level} must be between 1 and 100 (percent of the daily budget)")
+        parsed.add(level)
+    if not 1 <= len(parsed) <= 8:
+        raise BudgetError("give between 1 and 8 alert thresholds, e.g. ralexctl budget alerts 50 80 95 100")
+    return tuple(sorted(parsed))
 
 
 Tier = Literal["full", "economy", "emergency"]

@@ -7,15 +7,16 @@ LiteLLM's callbacks to :meth:`admit`, :meth:`settle` and :meth:`fail`.
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any, Final
 
-from ralex.budget import BudgetSnapshot, ReservationBook, budget_day
+from ralex.budget import BudgetSnapshot, ReservationBook, budget_day, usd
 from ralex.classify import classify
 from ralex.ledger.rows import BudgetSettings, LedgerRow
 from ralex.policy import Decision, Refusal, RouteInput, RoutingConfig, UnknownAlias, route, with_caps
@@ -24,6 +25,8 @@ from ralex.request import ChatRequest, RequestError
 Clock = Callable[[], datetime]
 Sink = Callable[[LedgerRow], None]
 STICKY_MAX: Final = 10_000
+EVENTS_KEPT: Final = 200
+EVENTS_SHOWN: Final = 5
 
 
 class Rejected(Exception):
@@ -58,6 +61,26 @@ class InFlight:
         return next((fb.worst_case for fb in d.fallbacks if fb.alias == alias and alias != d.alias), d.worst_case)
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something the person at the agent should hear about (the agent's toast reads these)."""
+
+    id: int
+    kind: str
+    """threshold, step_down or refused"""
+    at: datetime
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    day: date
+    threshold: int
+    at: datetime
+    spent: float
+    limit: float
+
+
 class TurnMemory:
     """Which alias each user turn started on, so its tool steps stay on it (LRU + TTL)."""
 
@@ -86,11 +109,18 @@ def _header_safe(text: str, limit: int = 400) -> str:
 
 class BudgetEngine:
     def __init__(self, routing: RoutingConfig, settings: BudgetSettings, spent_today: float, *, clock: Clock,
-                 sink: Sink, hold_sink: Sink | None = None, sticky_ttl: float = 7200.0) -> None:
+                 sink: Sink, hold_sink: Sink | None = None, sticky_ttl: float = 7200.0,
+                 crossed_today: Iterable[int] = (), on_crossing: Callable[[Crossing], None] | None = None) -> None:
         """``sink`` takes every finished row; ``hold_sink`` the row each admitted request would
-        leave if the process died before it settled (the write-ahead journal)."""
+        leave if the process died before it settled (the write-ahead journal); ``on_crossing``
+        each alert threshold the day's spend reaches, once per budget day (``crossed_today``:
+        those already recorded)."""
         self.settings = settings
         self.hold_sink = hold_sink
+        self.on_crossing = on_crossing
+        self.crossed: set[int] = set(crossed_today)
+        self.events: deque[Event] = deque(maxlen=EVENTS_KEPT)
+        self._event_ids = itertools.count(1)
         self.base_routing = routing
         self.routing = with_caps(routing, settings.caps)
         self.clock = clock
@@ -110,6 +140,7 @@ class BudgetEngine:
         today = budget_day(now, self.settings.timezone)
         if today != self.book.day:
             self.book.roll_over(today, 0.0)
+            self.crossed.clear()
 
     def apply_settings(self, settings: BudgetSettings, spent_for_today: float | None = None) -> None:
         """Take new live settings; with a new timezone the budget day may change too."""
@@ -118,6 +149,8 @@ class BudgetEngine:
         today = budget_day(self.clock(), settings.timezone)
         if today != self.book.day:
             self.book.roll_over(today, spent_for_today or 0.0)
+            self.crossed.clear()
+        self._check_crossings()
 
     def set_routing(self, routing: RoutingConfig) -> None:
         """New prices or config; the live caps still apply on top."""
@@ -204,6 +237,9 @@ class BudgetEngine:
             refusal = outcome if isinstance(outcome, Refusal) else Refusal(
                 snapshot.exhausted_message(outcome.reserve), outcome.reserve)
             self._record_refusal(request, refusal, snapshot, now)
+            self._event("refused", refusal.message, now)
+            if refusal.reason == "budget":
+                self._check_crossings(exhausted=True)
             raise Rejected(refusal.status, refusal.message, {
                 "x-ralex-route": "refused",
                 "x-ralex-reason": _header_safe(refusal.reason),
@@ -225,6 +261,9 @@ class BudgetEngine:
             "x-ralex-request-id": key,
         }
         self.in_flight[key] = flight
+        if outcome.alias != outcome.intent and outcome.intent:
+            self._event("step_down", f"{outcome.intent} -> {outcome.alias}: {usd(max(0.0, snapshot.remaining))} left "
+                                     f"({outcome.reason.split('; ', 1)[-1]})", now)
         if self.hold_sink is not None:
             self.hold_sink(self.hold_row(flight))
         return flight
@@ -248,6 +287,7 @@ class BudgetEngine:
             return None
         cost += flight.billed_attempts
         day = self.book.settle(key, cost)
+        self._check_crossings()
         row = self._row(flight, status=status, day=day, cost=cost, cost_source=cost_source, model=model,
                         alias=alias, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                         generation_id=generation_id or flight.generation_id)
@@ -263,6 +303,7 @@ class BudgetEngine:
             return None
         cost = flight.billed_attempts
         day = self.book.settle(key, cost)
+        self._check_crossings()
         row = self._row(flight, status="error", day=day, cost=cost, cost_source="hold" if cost else None,
                         error=error[:500])
         self.sink(row)
@@ -283,6 +324,7 @@ class BudgetEngine:
             return None
         cost = flight.decision.reserve
         day = self.book.settle(key, cost)
+        self._check_crossings()
         row = self._row(flight, status=status, day=day, cost=cost, cost_source="hold", error=error)
         self.sink(row)
         return row
@@ -292,6 +334,32 @@ class BudgetEngine:
         now = time.monotonic()
         stale = [f for f in self.in_flight.values() if now - f.started > older_than]
         return [row for f in stale if (row := self.settle_at_hold(f.key, "abandoned"))]
+
+    # --- alerts and events ----------------------------------------------------------------------
+    def _check_crossings(self, *, exhausted: bool = False) -> None:
+        """Each threshold today's spend reaches is announced once per budget day. Spend never passes
+        the limit (requests that do not fit are refused), so 100 % is reached when the budget is
+        spent to the cent or a request is refused because the day cannot pay for it."""
+        limit = self.settings.daily_limit
+        fraction = 1.0 if exhausted else (self.book.spent / limit if limit > 0 else 1.0)
+        now = self.clock()
+        for threshold in self.settings.alert_thresholds:
+            if threshold in self.crossed or fraction * 100 < threshold - 1e-9:
+                continue
+            self.crossed.add(threshold)
+            crossing = Crossing(self.book.day, threshold, now, self.book.spent, limit)
+            self._event("threshold", f"{threshold} % of today's budget spent ({usd(self.book.spent)} of "
+                                     f"{usd(limit)}); {self.snapshot(now).reset_line()}", now)
+            if self.on_crossing is not None:
+                self.on_crossing(crossing)
+
+    def _event(self, kind: str, text: str, now: datetime) -> None:
+        self.events.append(Event(next(self._event_ids), kind, now, text[:300]))
+
+    def events_since(self, last_id: int | None) -> list[Event]:
+        if last_id is None:
+            return list(self.events)[-EVENTS_SHOWN:]
+        return [e for e in self.events if e.id > last_id]
 
     # --- rows --------------------------------------------------------------------------------
     def _row(self, flight: InFlight, *, status: str, day: date, cost: float, cost_source: str | None,

@@ -12,7 +12,9 @@ Exposition (abridged)::
     ralex_budget_remaining_usd 3.766
     ralex_budget_fraction_used 0.2468
     ralex_budget_tier{tier="full"} 1.0
-    ralex_budget_alert_level 0.0
+    ralex_budget_alert_level 80.0
+    ralex_budget_threshold_crossed{budget_day="2026-11-30",threshold="50"} 1.0
+    ralex_budget_threshold_crossed{budget_day="2026-11-30",threshold="80"} 1.0
     ralex_spend_today_usd{alias="smart",model="anthropic/claude-sonnet-4.5"} 1.1
     ralex_requests_today{alias="cheap",model="google/gemini-2.5-flash-lite",status="ok"} 42.0
     ralex_routing_decisions_today{kind="task-smart"} 7.0
@@ -36,8 +38,8 @@ from prometheus_client import start_http_server
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ralex.budget import Thresholds, alert_level
-from ralex.ledger.store import BREAKDOWN, LAST_HOUR_SPEND, TODAY, WRITE_LAG
+from ralex.budget import Thresholds
+from ralex.ledger.store import BREAKDOWN, CROSSINGS_ON_DAY, LAST_HOUR_SPEND, TODAY, WRITE_LAG
 
 log = logging.getLogger("ralex.exporter")
 TIERS: Final = ("full", "economy", "emergency")
@@ -105,8 +107,16 @@ class LedgerCollector(Collector):
         yield _gauge("ralex_budget_spent_today_usd", "Spent today (real cost reported upstream), USD.", spent)
         yield _gauge("ralex_budget_remaining_usd", "Budget left today, USD.", remaining)
         yield _gauge("ralex_budget_fraction_used", "Spent today / daily limit.", fraction)
-        yield _gauge("ralex_budget_alert_level", "Highest alert threshold reached today: 0, 50, 80, 95 or 100.",
-                     alert_level(fraction))
+        crossed = sorted(int(r[0]) for r in conn.execute(CROSSINGS_ON_DAY, (today,)))
+        yield _gauge("ralex_budget_alert_level", "Highest alert threshold crossed today (percent; 0: none).",
+                     float(crossed[-1]) if crossed else 0.0)
+        crossings = GaugeMetricFamily(
+            "ralex_budget_threshold_crossed",
+            "1 for each alert threshold today's spend has crossed (recorded once per budget day).",
+            labels=["threshold", "budget_day"])
+        for threshold in crossed:
+            crossings.add_metric([str(threshold), today.isoformat()], 1.0)
+        yield crossings
         yield _gauge("ralex_budget_seconds_to_reset", f"Seconds until local midnight ({tz}).", to_reset)
         tiers = GaugeMetricFamily("ralex_budget_tier", "Current budget tier (1 for the active one).",
                                   labels=["tier"])

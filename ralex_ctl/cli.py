@@ -449,11 +449,13 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
             budget = ProxyClient(project, timeout=3).budget()
         except RalexError as exc:
             problem = str(exc)
+    firing = _firing_alerts(project, states)
     if as_json:
         sys.stdout.write(json.dumps({"project": {"name": compose.project_name, "name_from": compose.name_from,
                                                  "folder": str(project.root),
                                                  "stack_folder": str(other or project.root)},
                                      "services": [s.as_dict() for s in states], "budget": budget,
+                                     "alerts_firing": firing,
                                      "urls": _urls(project), "problem": problem}, indent=2) + "\n")
         return
     console.print(render.services_table(states, f"Ralex services (Compose project {compose.project_name}, "
@@ -467,6 +469,24 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         console.print(f"[yellow]budget unavailable:[/yellow] {problem}")
     else:
         console.print("[yellow]the proxy is not running:[/yellow] ralexctl up")
+    if firing:
+        from ralex_ctl.alerts import firing_lines
+
+        for severity, text in firing_lines(firing):
+            colour = {"critical": "red", "warning": "yellow"}.get(severity, "cyan")
+            console.print(f"[{colour}]alert ({severity})[/{colour}] {text}", highlight=False)
+
+
+def _firing_alerts(project: Project, states: list[stack.ServiceState]) -> list[dict[str, Any]] | None:
+    """What Prometheus has firing now (None when it is not running or does not answer within 2 s)."""
+    if not any(s.service == "prometheus" and s.ok for s in states):
+        return None
+    from ralex_ctl.alerts import firing_alerts
+
+    try:
+        return firing_alerts(_urls(project)["prometheus"])
+    except RalexError:
+        return None
 
 
 @app.command()
@@ -594,6 +614,23 @@ def budget_caps(
     _apply_budget(caps=caps)
 
 
+@budget_app.command("alerts")
+def budget_alerts(
+    thresholds: Annotated[list[str], typer.Argument(help="Percentages of the daily budget, e.g. 50 80 95 100.")],
+) -> None:
+    """Set the alert thresholds, live: each notifies once per budget day (in the agent, and by Alertmanager).
+
+    Example: ralexctl budget alerts 50 80 95
+    """
+    from ralex.budget import parse_thresholds
+
+    try:
+        levels = parse_thresholds(thresholds)
+    except BudgetError as exc:
+        raise RalexError(str(exc)) from None
+    _apply_budget(alert_thresholds=list(levels))
+
+
 def _apply_budget(**changes: object) -> None:
     data = ProxyClient(find_project()).set_budget(**{k: v for k, v in changes.items() if v is not None})
     console.print("[green]budget updated (live)[/green]")
@@ -627,6 +664,143 @@ def spend(
         console.print(f"no requests in the last {days} days")
     else:
         console.print(render.spend_table(data))
+
+
+# --- alerts -----------------------------------------------------------------------------------
+
+alerts_app = typer.Typer(help="Where budget alerts are sent (Alertmanager): webhook, ntfy, Slack, Discord, email.",
+                         invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+app.add_typer(alerts_app, name="alerts")
+
+
+def _alertmanager(project: Project) -> Any:
+    from ralex_ctl import alerts
+
+    try:
+        container = stack.containers(project).get(alerts.SERVICE)
+    except RalexError:  # no Docker engine: amtool cannot run either, and says so
+        container = None
+    return alerts.Alertmanager(project, container)
+
+
+def _apply_alerts(project: Project, changes: dict[str, str], done: str) -> None:
+    """Render alertmanager.yml from .env with ``changes``; amtool must accept it before .env or the
+    config file is touched; then a running Alertmanager loads it."""
+    from ralex_ctl import alerts
+
+    if not project.env_path.exists():
+        raise RalexError(f"{project.env_path} does not exist: run `ralexctl init` first")
+    current = project.env_path.read_text()
+    text = alerts.update_env(current, changes) if changes else current
+    config = alerts.render(read_env_text(text))
+    manager = _alertmanager(project)
+    manager.check(config)
+    if text != current:
+        _replace_file(project.env_path, text.encode())
+    outcome = alerts.install(project, config, manager)
+    console.print(f"[green]{done}[/green]; {outcome}", highlight=False)
+
+
+@alerts_app.callback()
+def alerts_list(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+                ) -> None:
+    """Show the alert receivers. Example: ralexctl alerts"""
+    if ctx.invoked_subcommand is not None:
+        return
+    _show_alerts(as_json)
+
+
+@alerts_app.command("list")
+def alerts_list_command(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Show the alert receivers and whether Alertmanager has them.
+
+    Example: ralexctl alerts list
+    """
+    _show_alerts(as_json)
+
+
+def _show_alerts(as_json: bool) -> None:
+    from ralex_ctl import alerts
+
+    project = find_project()
+    env = project.dotenv()
+    found = alerts.receivers(env)
+    state = alerts.config_state(project, env)
+    if as_json:
+        sys.stdout.write(json.dumps({"receivers": [{"kind": r.kind, "target": r.shown(), "variable": r.variable}
+                                                   for r in found], "config": state}, indent=2) + "\n")
+        return
+    if not found:
+        console.print("no alert receiver: budget alerts stay in Prometheus and Grafana; add one, e.g. "
+                      f"ralexctl alerts add ntfy {alerts.EXAMPLES['ntfy']}", highlight=False)
+    for r in found:
+        console.print(f"{r.kind:<8} {r.shown()}  [grey50]({r.variable})[/grey50]", highlight=False)
+    if state == "stale" or (found and state == "absent"):
+        console.print(f"[yellow]{alerts.CONFIG} does not match .env:[/yellow] ralexctl alerts apply", highlight=False)
+
+
+@alerts_app.command("add")
+def alerts_add(
+    kind: Annotated[str, typer.Argument(help="webhook, ntfy, slack, discord or email.")],
+    target: Annotated[str, typer.Argument(help="The URL (webhook, ntfy topic, Slack or Discord webhook) or the "
+                                               "email address.")],
+    smtp_host: Annotated[str | None, typer.Option("--smtp-host", help="email: SMTP server as host:port.")] = None,
+    smtp_from: Annotated[str | None, typer.Option("--smtp-from", help="email: the sender address.")] = None,
+    smtp_user: Annotated[str | None, typer.Option("--smtp-user", help="email: SMTP login.")] = None,
+    smtp_password: Annotated[str | None, typer.Option("--smtp-password", envvar="RALEX_SMTP_PASSWORD",
+                                                      help="email: SMTP password.")] = None,
+) -> None:
+    """Send budget alerts to a receiver (one per kind; adding a kind again replaces its target).
+
+    Each threshold is sent once per budget day. Examples: ralexctl alerts add ntfy https://ntfy.sh/my-topic,
+    ralexctl alerts add email you@example.com --smtp-host smtp.example.com:587 --smtp-from ralex@example.com
+    """
+    from ralex_ctl import alerts
+
+    kind = alerts.kind_of(kind)
+    receiver = alerts.Receiver(kind, alerts.check_target(kind, target))
+    changes = {receiver.variable: receiver.target}
+    smtp = {alerts.SMTP_HOST: smtp_host, alerts.SMTP_FROM: smtp_from, alerts.SMTP_USER: smtp_user,
+            alerts.SMTP_PASSWORD: smtp_password}
+    changes.update({name: value for name, value in smtp.items() if value is not None})
+    _apply_alerts(find_project(), changes, f"alerts go to {kind} {receiver.shown()}")
+
+
+@alerts_app.command("remove")
+def alerts_remove(kind: Annotated[str, typer.Argument(help="webhook, ntfy, slack, discord or email.")]) -> None:
+    """Stop sending alerts to a receiver kind.
+
+    Example: ralexctl alerts remove slack
+    """
+    from ralex_ctl import alerts
+
+    kind = alerts.kind_of(kind)
+    _apply_alerts(find_project(), {alerts.KINDS[kind]: ""}, f"no more alerts to {kind}")
+
+
+@alerts_app.command("apply")
+def alerts_apply() -> None:
+    """Write alertmanager.yml from the receivers in .env (after editing .env by hand) and reload Alertmanager.
+
+    Example: ralexctl alerts apply
+    """
+    _apply_alerts(find_project(), {}, "receivers from .env applied")
+
+
+@alerts_app.command("test")
+def alerts_test() -> None:
+    """Send a test alert through Alertmanager to every receiver.
+
+    Example: ralexctl alerts test
+    """
+    from ralex_ctl import alerts
+
+    project = find_project()
+    found = alerts.receivers(project.dotenv())
+    if not found:
+        raise RalexError(f"no alert receiver to test; add one, e.g. ralexctl alerts add ntfy {alerts.EXAMPLES['ntfy']}")
+    _alertmanager(project).send_test()
+    console.print(f"test alert sent to {', '.join(r.kind for r in found)} (arrives in about 5 s)", highlight=False)
 
 
 # --- doctor -----------------------------------------------------------------------------------
@@ -693,6 +867,24 @@ def _openrouter_check(env: dict[str, str], ledger_total: float | None) -> Check:
     if ledger_total is not None:
         detail += f"; Ralex ledger {usd(ledger_total)} (drift {usd(usage - ledger_total)})"
     return Check("OpenRouter key", True, detail)
+
+
+def _alerts_check(project: Project) -> Check:
+    from ralex_ctl import alerts
+
+    env = project.dotenv()
+    try:
+        found = alerts.receivers(env)
+    except RalexError as exc:
+        return Check("alert receivers", False, str(exc), "correct it in .env, then `ralexctl alerts apply`")
+    if not found:
+        return Check("alert receivers", False, "none: budget alerts stay in Prometheus and Grafana, no notification "
+                     "leaves the stack", f"ralexctl alerts add ntfy {alerts.EXAMPLES['ntfy']} (or webhook, slack, "
+                     "discord, email)", warn_only=True)
+    state = alerts.config_state(project, env)
+    kinds = ", ".join(r.kind for r in found)
+    return Check("alert receivers", state == "current", f"{kinds}; {alerts.CONFIG} "
+                 + ("matches .env" if state == "current" else "does not match .env"), "ralexctl alerts apply")
 
 
 @app.command()
@@ -777,6 +969,7 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
             ledger_total = sum(r["spent"] for r in client.spend(366, "alias")["rows"])
         except RalexError as exc:
             checks.append(Check("proxy + master key", False, str(exc), "run `ralexctl up`"))
+        checks.append(_alerts_check(project))
         checks.append(_openrouter_check(env, ledger_total))
         roots = [project.root] + ([Path(info["DockerRootDir"])] if info.get("DockerRootDir") else [])
         for root in roots:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from typing import Any
 
-from ralex.budget import Thresholds
+from ralex.budget import ALERT_LEVELS, Thresholds
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,8 @@ class BudgetSettings:
     updated_by: str = ""
     caps: Mapping[str, float] = field(default_factory=dict)
     """Per-request caps set live, by alias; they override config/ralex.yaml's."""
+    alert_thresholds: tuple[int, ...] = ALERT_LEVELS
+    """Percentages of the daily budget that raise an alert, each once per budget day."""
 
 
 

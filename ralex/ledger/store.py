@@ -17,7 +17,7 @@ import psycopg.sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ralex.budget import BudgetError, Thresholds, parse_budget, parse_caps, zone
+from ralex.budget import ALERT_LEVELS, BudgetError, Thresholds, parse_budget, parse_caps, parse_thresholds, zone
 from ralex.config import BudgetDefaults
 from ralex.ledger.rows import BudgetSettings as BudgetSettings  # re-exported for readers of the ledger
 from ralex.ledger.rows import LedgerRow as LedgerRow
@@ -85,7 +85,7 @@ def migrate(conn: psycopg.Connection[Any]) -> list[str]:
 
 SELECT_SETTINGS: Final = (
     "SELECT daily_limit_usd, timezone, smart_min_remaining_usd, cheap_min_remaining_usd,"
-    " emergency_max_tokens, updated_at, updated_by, alias_caps FROM budget_settings WHERE id"
+    " emergency_max_tokens, updated_at, updated_by, alias_caps, alert_thresholds FROM budget_settings WHERE id"
 )
 SEED_SETTINGS: Final = (
     "INSERT INTO budget_settings (daily_limit_usd, timezone, smart_min_remaining_usd,"
@@ -101,6 +101,7 @@ def settings_from_row(row: Sequence[Any]) -> BudgetSettings:
         updated_at=row[5],
         updated_by=row[6],
         caps={str(k): float(v) for k, v in (row[7] or {}).items()},
+        alert_thresholds=tuple(sorted(row[8])) if len(row) > 8 and row[8] else ALERT_LEVELS,
     )
 
 
@@ -121,7 +122,7 @@ def read_settings(conn: psycopg.Connection[Any]) -> BudgetSettings:
 def settings_update(*, daily_limit: object = None, timezone: str | None = None,
                     smart_min_remaining: float | None = None, cheap_min_remaining: float | None = None,
                     emergency_max_tokens: int | None = None, caps: Mapping[str, object] | None = None,
-                    by: str = "ralexctl") -> tuple[str, dict[str, Any]] | None:
+                    alert_thresholds: object = None, by: str = "ralexctl") -> tuple[str, dict[str, Any]] | None:
     """Validated UPDATE for a live settings change (None when nothing changes). Raises BudgetError."""
     changes: dict[str, Any] = {}
     if daily_limit is not None:
@@ -141,6 +142,8 @@ def settings_update(*, daily_limit: object = None, timezone: str | None = None,
         changes["emergency_max_tokens"] = emergency_max_tokens
     if caps:
         changes["alias_caps"] = Jsonb(parse_caps(caps))
+    if alert_thresholds is not None:
+        changes["alert_thresholds"] = list(parse_thresholds(alert_thresholds))
     if not changes:
         return None
     assignments = ", ".join(f"{column} = {column} || %({column})s" if column == "alias_caps"
@@ -219,6 +222,11 @@ LAST_HOUR_SPEND: Final = "SELECT coalesce(sum(cost_usd), 0) FROM ledger WHERE ts
 WRITE_LAG: Final = (
     "SELECT coalesce(max(extract(epoch FROM recorded_at - ts)), 0),"
     " extract(epoch FROM now() - max(recorded_at)) FROM ledger WHERE recorded_at > now() - interval '5 minutes'"
+)
+CROSSINGS_ON_DAY: Final = "SELECT threshold FROM alert_crossings WHERE budget_day = %s"
+RECORD_CROSSING: Final = (
+    "INSERT INTO alert_crossings (budget_day, threshold, crossed_at, spent_usd, limit_usd)"
+    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
 )
 SPEND_GROUPS: Final = {"alias": "alias_routed", "model": "upstream_model", "reason": "route_kind", "day": "''"}
 

@@ -18,7 +18,8 @@ from typing import Final
 from fastapi import HTTPException, Request
 from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
 
-AGENT_ROUTES: Final = frozenset({"/v1/chat/completions", "/chat/completions", "/v1/models", "/models"})
+AGENT_ROUTES: Final = frozenset({"/v1/chat/completions", "/chat/completions", "/v1/models", "/models",
+                                 "/ralex/status"})
 """The only paths the agent key may call (exact: LiteLLM's pass-through routes such as
 /openrouter/v1/chat/completions end the same way and would bypass the budget)."""
 

@@ -4,6 +4,8 @@
 - ``PUT /ralex/budget``: change the live budget settings (limit, timezone, tiers, per-request
   ``caps``); applied before the response returns.
 - ``GET /ralex/spend?days=7&by=alias``: spend per day from the ledger's daily aggregates.
+- ``GET /ralex/status?since=<event id>`` (agent key too): budget left, tier, alert level, reset
+  time and recent events (thresholds crossed, step-downs, refusals) for the agent's toasts.
 - ``POST /ralex/route``: what the proxy would decide for a chat body now, without forwarding it
   (``ralex_remaining`` in the body asks "what if only this much were left today").
 """
@@ -22,7 +24,13 @@ from ralex.proxy.auth import matches
 from ralex.proxy.runtime import NotReady, ProxyRuntime
 
 BUDGET_FIELDS = ("daily_limit", "timezone", "smart_min_remaining", "cheap_min_remaining", "emergency_max_tokens",
-                 "caps")
+                 "caps", "alert_thresholds")
+
+
+def _require_any_key(request: Request) -> None:
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if not (matches(given, os.environ.get("LITELLM_MASTER_KEY")) or matches(given, os.environ.get("RALEX_AGENT_KEY"))):
+        raise HTTPException(401, "this endpoint needs RALEX_AGENT_KEY (or LITELLM_MASTER_KEY) from .env")
 
 
 def _require_master(request: Request) -> None:
@@ -82,7 +90,16 @@ def register(app: FastAPI, runtime: ProxyRuntime) -> None:
         except Rejected as exc:
             raise HTTPException(exc.status, exc.message) from None
 
+    async def status(request: Request, since: int | None = None) -> dict[str, Any]:
+        """Read-only budget status for the agent (its toasts): no keys, no prices, no ledger."""
+        _require_any_key(request)
+        try:
+            return await runtime.status_view(since)
+        except NotReady as exc:
+            raise HTTPException(503, f"Ralex is not ready ({exc})") from None
+
     for path, endpoint, methods in (("/ralex/budget", budget, ["GET"]), ("/ralex/budget", set_budget, ["PUT"]),
-                                    ("/ralex/spend", spend, ["GET"]), ("/ralex/route", explain, ["POST"])):
+                                    ("/ralex/spend", spend, ["GET"]), ("/ralex/route", explain, ["POST"]),
+                                    ("/ralex/status", status, ["GET"])):
         app.router.routes.insert(0, APIRoute(path, endpoint, methods=methods, include_in_schema=False,
                                              tags=["ralex"]))

@@ -19,10 +19,12 @@ import psycopg
 
 from ralex.budget import budget_day
 from ralex.config import load_config
-from ralex.engine import BudgetEngine, InFlight
+from ralex.engine import BudgetEngine, Crossing, InFlight
 from ralex.ledger.journal import COMPACT_BYTES, Journal, replay
 from ralex.ledger.rows import LedgerRow
 from ralex.ledger.store import (
+    CROSSINGS_ON_DAY,
+    RECORD_CROSSING,
     SELECT_SETTINGS,
     SPEND_GROUPS,
     SPENT_ON_DAY,
@@ -100,7 +102,9 @@ class ProxyRuntime:
             row = await (await conn.execute(SELECT_SETTINGS)).fetchone()
             assert row is not None, "budget settings are seeded by ralex-proxy before LiteLLM starts"
             budget = settings_from_row(row)
-            spent = await _spent_on(conn, budget_day(clock(), budget.timezone))
+            today = budget_day(clock(), budget.timezone)
+            spent = await _spent_on(conn, today)
+            crossed = [r[0] for r in await (await conn.execute(CROSSINGS_ON_DAY, (today,))).fetchall()]
         self.journal = journal
         self.writer = LedgerWriter(settings.database_url, journal=journal)
         if refused:
@@ -109,7 +113,8 @@ class ProxyRuntime:
         self.writer.start()
         self._engine = BudgetEngine(routing_config(self.config, self.prices), budget, spent, clock=clock,
                                     sink=self.writer.submit, hold_sink=journal.hold,
-                                    sticky_ttl=self.config.routing.sticky_turn_ttl_seconds)
+                                    sticky_ttl=self.config.routing.sticky_turn_ttl_seconds,
+                                    crossed_today=crossed, on_crossing=self._record_crossing)
         for coro in (self._listen(), self._sweep(), self._refresh_prices()):
             self._spawn(coro)
         log.info("ralex: budget %s/day (%s), $%.4f spent today", budget.daily_limit, budget.timezone, spent)
@@ -213,6 +218,46 @@ class ProxyRuntime:
         log.warning("ralex: no cost for generation %s from OpenRouter; charging the hold", generation_id)
         return None
 
+    # --- alerts ------------------------------------------------------------------------------------
+    def _record_crossing(self, crossing: Crossing) -> None:
+        """Store a threshold crossing (once per day, off the request path); the exporter publishes it."""
+        self._spawn(self._store_crossing(crossing))
+
+    async def _store_crossing(self, crossing: Crossing) -> None:
+        log.info("ralex: %d %% of the budget of %s reached ($%.4f of $%.2f)", crossing.threshold, crossing.day,
+                 crossing.spent, crossing.limit)
+        delay = 0.5
+        for _ in range(12):  # about ten minutes of Postgres outage; the next start re-detects it anyway
+            try:
+                async with await psycopg.AsyncConnection.connect(self.settings.database_url, autocommit=True,
+                                                                 connect_timeout=3) as conn:
+                    await conn.execute(RECORD_CROSSING, (crossing.day, crossing.threshold, crossing.at,
+                                                         crossing.spent, crossing.limit))
+                return
+            except (psycopg.Error, OSError) as exc:
+                log.warning("ralex: cannot record the %d %% alert yet (%s)", crossing.threshold, exc)
+                await asyncio.sleep(delay)
+                delay = min(60.0, delay * 2)
+
+    async def status_view(self, since: int | None = None) -> dict[str, Any]:
+        """What the agent may know: budget left, tier, alert level, reset time and recent events."""
+        engine = await self.ready()
+        snap = engine.snapshot()
+        events = engine.events_since(since)
+        return {
+            "limit": snap.limit,
+            "spent": round(snap.spent, 6),
+            "remaining": round(max(0.0, snap.remaining), 6),
+            "fraction_used": round(snap.fraction_used, 6),
+            "tier": snap.tier,
+            "alert_level": max(engine.crossed, default=0),
+            "thresholds": list(engine.settings.alert_thresholds),
+            "resets_at": snap.reset_at.isoformat(),
+            "timezone": snap.timezone,
+            "events": [{"id": e.id, "kind": e.kind, "at": e.at.isoformat(), "text": e.text} for e in events],
+            "last_event_id": engine.events[-1].id if engine.events else 0,
+        }
+
     # --- background tasks --------------------------------------------------------------------------
     async def _listen(self) -> None:
         """Apply budget changes (ralexctl budget set ...) as soon as Postgres announces them."""
@@ -290,6 +335,8 @@ class ProxyRuntime:
             "now": snap.now.isoformat(),
             "resets_at": snap.reset_at.isoformat(),
             "in_flight": engine.book.in_flight(),
+            "alert_thresholds": list(engine.settings.alert_thresholds),
+            "alerts_crossed_today": sorted(engine.crossed),
             "thresholds": {
                 "smart_min_remaining": snap.thresholds.smart_min_remaining,
                 "cheap_min_remaining": snap.thresholds.cheap_min_remaining,

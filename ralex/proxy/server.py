@@ -80,7 +80,7 @@ class Gate:
         agent_socket = server is None or server[1] is None  # a Unix socket: (path, None) or no address
         if agent_socket and not is_agent_route(path):
             await _respond(send, 404, f"{path} is not served to the agent; it may call "
-                                      "/v1/chat/completions and /v1/models", "not_found")
+                                      "/v1/chat/completions, /v1/models and /ralex/status", "not_found")
             return
         if path not in OPEN_ROUTES and not path.startswith(OPEN_PREFIXES):
             await _respond(send, 404, f"{path} is not served by Ralex; use /v1/chat/completions "

@@ -225,3 +225,28 @@ def test_the_agent_socket_serves_the_model_routes_and_nothing_else(live: Proxy, 
         master = {"Authorization": "Bearer sk-ralex-test-master"}
         assert agent.get("/ralex/budget", headers=master).status_code == 404  # not even with the master key
     assert len(upstream.requests()) == 1
+
+
+def test_the_agent_may_read_its_budget_status_and_nothing_more(live: Proxy, upstream: Fake):
+    base = live.url.rstrip("/")
+    assert agent_post(live, {"model": "cheap", "messages": HI}).status_code == 200
+    live.set_limit(round(live.budget()["spent"] * 1.1, 6))  # 91 % spent: 50 and 80 % crossed
+    refused = agent_post(live, {"model": "smart", "messages": HI})
+    assert refused.status_code == 402  # ... and the day cannot pay for more: 100 %
+    status = httpx.get(f"{base}/ralex/status", headers=AGENT, params={"since": 0}).json()
+    assert set(status) == {"limit", "spent", "remaining", "fraction_used", "tier", "alert_level", "thresholds",
+                           "resets_at", "timezone", "events", "last_event_id"}
+    assert status["thresholds"] == [50, 80, 95, 100]
+    assert status["alert_level"] == 100
+    refusals = [e["text"] for e in status["events"] if e["kind"] == "refused"]
+    assert refusals[-1] == refused.json()["error"]["message"]
+    crossed = [e["text"].split(" %")[0] for e in status["events"] if e["kind"] == "threshold"]
+    assert {"50", "80", "100"} <= set(crossed)
+    assert len(crossed) == len(set(crossed))  # each once
+    newer = httpx.get(f"{base}/ralex/status", headers=AGENT, params={"since": status["last_event_id"]}).json()
+    assert newer["events"] == []
+    assert httpx.get(f"{base}/ralex/status").status_code == 401
+    assert httpx.get(f"{base}/ralex/budget", headers=AGENT).status_code == 401
+    transport = httpx.HTTPTransport(uds=str(live.runtime / "agent.sock"))
+    with httpx.Client(transport=transport, base_url="http://agent", headers=AGENT) as agent:
+        assert agent.get("/ralex/status").json()["tier"] == status["tier"]
