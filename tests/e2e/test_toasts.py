@@ -9,10 +9,12 @@ import os
 import shutil
 import subprocess
 import time
+from typing import Any
 
+import httpx
 import pytest
 
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, ralexctl_path
 from tests.integration.conftest import wait_until
 
 pytestmark = [pytest.mark.e2e,
@@ -186,3 +188,113 @@ def test_toasts_from_a_stub_status_and_a_proxy_that_is_down_at_first(stack: Stac
     finally:
         tui.close()
         docker("rm", "-f", name)
+
+
+def admin(stack: Stack, method: str, path: str) -> Any:
+    response = httpx.request(method, f"{stack.proxy}{path}", headers={"Authorization": f"Bearer {stack.master}"},
+                             timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def settled(stack: Stack) -> dict[str, Any]:
+    """Today's budget once nothing is in flight and the spend has stopped moving for two seconds."""
+    last: list[float] = []
+
+    def calm() -> dict[str, Any] | None:
+        view = admin(stack, "GET", "/ralex/budget")
+        last.append(view["spent"])
+        return view if view["in_flight"] == 0 and len(last) >= 5 and len(set(last[-5:])) == 1 else None
+    return dict(wait_until(calm, 60, interval=0.5, what="the spend to settle"))
+
+
+def ralexctl_ok(stack: Stack, *args: str) -> str:
+    result = stack.ralexctl(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_turn_crossing_80_percent_a_step_down_and_a_refusal_show_as_toasts(stack: Stack):
+    """The real stack: a turn that crosses 80 % of the day's budget (and is stepped down from smart to
+    cheap by the emergency tier) shows both as toasts; a turn the budget cannot pay shows the 402 text."""
+    # The agent key may read the status through the relay, and it holds nothing but the budget picture.
+    out, err, code = stack.exec("opencode", "node", "-e",
+                                "fetch('http://127.0.0.1:4000/ralex/status',{headers:{authorization:"
+                                "'Bearer '+process.env.RALEX_AGENT_KEY}}).then(async r=>console.log(r.status,"
+                                "await r.text()))")
+    assert code == 0, err
+    status_code, body = out.strip().split(" ", 1)
+    assert status_code == "200", out
+    assert set(json.loads(body)) == {"limit", "spent", "remaining", "fraction_used", "tier", "alert_level",
+                                     "thresholds", "resets_at", "timezone", "events", "last_event_id"}
+
+    ralexctl_ok(stack, "budget", "set", "5")
+    view = settled(stack)
+    # Each threshold is announced once per budget day: if an earlier test already crossed 80 % today,
+    # watch a threshold this day has not reached yet.
+    threshold = next(t for t in [80, *range(81, 95)] if t not in view["alerts_crossed_today"])
+    thresholds = view["alert_thresholds"]
+    if threshold not in thresholds:
+        ralexctl_ok(stack, "budget", "alerts", str(threshold))
+    env_prefix = " ".join(f"{k}={v}" for k, v in stack.process_env.items()
+                          if k in ("RALEX_HOME", "COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "PATH"))
+    tui = Tui(f"ralex-toast-{stack.env['RALEX_PROXY_PORT']}",
+              f"env {env_prefix} {ralexctl_path()} attach; sleep 30")
+    try:
+        tui.ready()
+        # What one turn of this TUI costs (system prompt, tools, the title request) at the fake's prices,
+        # in emergency mode (under $0.50 left: everything on cheap), as the crossing turn will be.
+        fraction = threshold / 100
+        ralexctl_ok(stack, "budget", "set", f"{view['spent'] + 0.45:.6f}")
+        view = settled(stack)
+        assert view["tier"] == "emergency", view
+        assert view["fraction_used"] < fraction, view
+        before = view["spent"]
+        tui.prompt("say hello to ralex")
+        wait_until(lambda: "OK: " in tui.screen(), 90, interval=1, what="the fake upstream's answer in the TUI")
+        spent = settled(stack)["spent"]
+        turn = spent - before
+        assert turn > 0, "the turn was not charged"
+        # Spend directly (the master key, smart) until a budget exists that the next turn crosses while
+        # its hold (every prompt byte a token, far above the fake's bill) still fits what is left.
+        filler = "Summarise the following log lines.\n" + "log line: all systems nominal\n" * 1400
+        while (spent + 0.4 * turn) / fraction - spent < 10 * turn:
+            ralexctl_ok(stack, "budget", "set", "5")  # smart is in reach again
+            reply = httpx.post(f"{stack.proxy}/v1/chat/completions", timeout=60,
+                               headers={"Authorization": f"Bearer {stack.master}"},
+                               json={"model": "smart", "messages": [{"role": "user", "content": filler}]})
+            assert reply.status_code == 200, reply.text
+            spent = settled(stack)["spent"]
+        limit = round((spent + 0.4 * turn) / fraction, 6)
+        ralexctl_ok(stack, "budget", "set", f"{limit:.6f}")
+        view = settled(stack)
+        assert view["fraction_used"] < fraction, view
+        assert threshold not in view["alerts_crossed_today"], view
+        last_event = admin(stack, "GET", "/ralex/status")["last_event_id"]
+
+        tui.prompt("review the auth module for race conditions")
+        wait_until(lambda: "OK: review the auth" in tui.screen(), 90, interval=1,
+                   what="the stepped-down turn's answer in the TUI")
+        events = admin(stack, "GET", f"/ralex/status?since={last_event}")["events"]
+        crossing = [e for e in events if e["kind"] == "threshold" and e["text"].startswith(f"{threshold} % ")]
+        step_down = [e for e in events if e["kind"] == "step_down" and e["text"].startswith("smart -> cheap")]
+        assert crossing, events
+        assert step_down, events
+        assert crossing[0]["text"].startswith(f"{threshold} % of today's budget spent")
+        tui.toast_with(step_down[0]["text"])
+        tui.toast_with(crossing[0]["text"], title="Ralex: budget alert")
+
+        # No budget left: the next turn is refused, and the 402 text is a toast.
+        ralexctl_ok(stack, "budget", "set", f"{settled(stack)['spent']:.6f}")
+        last_event = admin(stack, "GET", "/ralex/status")["last_event_id"]
+        tui.prompt("say hello once more")
+        refused = wait_until(lambda: [e for e in admin(stack, "GET", f"/ralex/status?since={last_event}")["events"]
+                                      if e["kind"] == "refused"], 90, interval=1, what="the refusal event")
+        assert "exhausted" in refused[0]["text"]
+        assert "ralexctl budget set" in refused[0]["text"]
+        tui.toast_with(refused[0]["text"], title="Ralex: request refused")
+    finally:
+        tui.close()
+        stack.ralexctl("budget", "set", "5")
+        if threshold not in thresholds:
+            stack.ralexctl("budget", "alerts", *map(str, thresholds))
