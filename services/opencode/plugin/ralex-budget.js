@@ -188,6 +188,9 @@ export function createWatcher({ fetchImpl = globalThis.fetch, env = process.env,
     } else if (event.type === "session.idle") {
       if (busy.delete(props.sessionID) && busy.size === 0) schedule();
       poll();
+    } else if (event.type === "session.deleted") {
+      const id = props.info && props.info.id;
+      if (busy.delete(id) && busy.size === 0) schedule();
     } else if (event.type === "session.error") {
       poll();
     } else if (event.type === "message.updated") {
