@@ -5,12 +5,13 @@
 // key) once at start, every few seconds while a session is busy, and once more when it goes idle or
 // fails. Each new event becomes a toast (client.tui.showToast), which every TUI attached to this
 // directory shows, `ralexctl attach` included. Plain JavaScript with no imports: nothing to install,
-// no network but the proxy. A proxy that is down or answers garbage is logged once and retried
-// later; nothing here may throw into OpenCode.
+// no network but the proxy. A proxy that is down or answers garbage is logged once and asked again
+// at most every 10 s until it answers; nothing here may throw into OpenCode.
 
 const SERVICE = "ralex-budget";
 const BUSY_POLL_MS = 2000; // while a session works
 const IDLE_POLL_MS = 60000; // otherwise (events of other clients, a budget changed by hand)
+const DOWN_POLL_MS = 10000; // at most this often while the proxy does not answer
 const REQUEST_TIMEOUT_MS = 3000;
 const MIN_SHOW_MS = 4000; // a toast replaces the one on screen: keep each up at least this long
 const DURATION_MS = { info: 6000, warning: 10000, error: 15000 };
@@ -59,6 +60,7 @@ export function createWatcher({ fetchImpl = globalThis.fetch, env = process.env,
   let inFlight;
   let again = false;
   let failing = false;
+  let lastAttempt = -Infinity;
   let pending = [];
   let lastShown = -Infinity;
   let flushTimer;
@@ -123,6 +125,7 @@ export function createWatcher({ fetchImpl = globalThis.fetch, env = process.env,
   };
 
   const pollOnce = async () => {
+    lastAttempt = now();
     const target = since === undefined ? url : `${url}?since=${encodeURIComponent(since)}`;
     try {
       const response = await fetchImpl(target, {
@@ -143,7 +146,7 @@ export function createWatcher({ fetchImpl = globalThis.fetch, env = process.env,
 
   // Polls never overlap; a request for a poll during one runs another right after it.
   const poll = () => {
-    if (stopped) return Promise.resolve();
+    if (stopped || (failing && now() - lastAttempt < DOWN_POLL_MS - 200)) return Promise.resolve();
     if (inFlight) {
       again = true;
       return inFlight;
@@ -164,7 +167,7 @@ export function createWatcher({ fetchImpl = globalThis.fetch, env = process.env,
     pollTimer = setTimer(() => {
       pollTimer = undefined;
       poll().finally(schedule);
-    }, busy.size ? BUSY_POLL_MS : IDLE_POLL_MS);
+    }, !busy.size ? IDLE_POLL_MS : failing ? DOWN_POLL_MS : BUSY_POLL_MS);
     if (pollTimer && typeof pollTimer.unref === "function") pollTimer.unref();
   };
 
