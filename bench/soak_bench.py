@@ -76,13 +76,14 @@ from bench.stack import (
     tasks,
     write_results,
 )
+from ralex.budget import CAP_PRESETS
 from tests.integration.conftest import free_port, start_postgres, start_proxy, wait_until
 
 AGENT_KEY = "sk-ralex-test-agent"
 SCRAPE_SECONDS = 5
 BOGUS_PER_15_MINUTES = 5000
 HI = [{"role": "user", "content": "hi"}]
-CAPS = {"cheap": 0.05, "smart": 0.50}  # the README's live caps for daily agent use: agent steps fit
+CAPS = dict(CAP_PRESETS["agent"])  # the shipped caps: agent steps fit (the committed run used 0.05 / 0.50)
 # What the issue measured before the gate, for 5,000 unknown names (proxy image, Prometheus).
 BEFORE_THE_GATE = {"names": 5000, "litellm_mib": [383, 447], "prometheus_mib": [29, 77]}
 
