@@ -8,7 +8,11 @@ against this Prometheus. The fake OpenRouter sits on the proxy's egress network 
 from __future__ import annotations
 
 import json
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import AGENT_UID, Stack
@@ -68,13 +72,35 @@ def test_every_dashboard_panel_query_returns_data(stack: Stack):
 
 
 def test_budget_alerts_fire_as_the_ledger_crosses_50_80_95(stack: Stack):
-    spent = float(stack.sql("SELECT spent_usd FROM daily_totals"))
+    """One RalexBudgetThreshold alert per live threshold, with its severity, as the day's spend crosses
+    it. A threshold crossed earlier today stays crossed (it notifies once a day), so when other tests
+    have crossed 50/80/95 already, fresh thresholds take their place."""
+    headers = {"Authorization": f"Bearer {stack.master}"}
+
+    def put(**changes: object) -> dict[str, Any]:
+        response = httpx.put(f"{stack.proxy}/ralex/budget", headers=headers, json=changes, timeout=10)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    budget = put(alert_thresholds=[50, 80, 95, 100])
+    day = datetime.fromisoformat(budget["now"]).astimezone(ZoneInfo(budget["timezone"])).date().isoformat()
+    crossed = {int(t) for t in stack.sql(f"SELECT threshold FROM alert_crossings WHERE budget_day = '{day}'").split()}
+    levels = (50, 80, 95) if not crossed & {50, 80, 95} else (56, 86, 97)
+    put(alert_thresholds=[*levels, 100])
+    if budget["spent"] <= 0:  # something to cross with
+        assert httpx.post(f"{stack.proxy}/v1/chat/completions", headers=headers, timeout=60, json={
+            "model": "cheap", "messages": [{"role": "user", "content": "fix the typo in a.py"}]}).status_code == 200
+    spent = wait_until(lambda: (b := httpx.get(f"{stack.proxy}/ralex/budget", headers=headers).json())["spent"] > 0
+                       and b["reserved"] == 0 and b["spent"], 10, what="the request to settle")
     fired: list[str] = []
-    for fraction, alert in ((0.55, "RalexBudget50"), (0.85, "RalexBudget80"), (0.97, "RalexBudget95")):
-        stack.sql(f"UPDATE budget_settings SET daily_limit_usd = {spent / fraction:.8f}")
-        wait_until(lambda a=alert: stack.promql(f'ALERTS{{alertname="{a}", alertstate="firing"}}'), 90,
-                   interval=2, what=f"{alert} to fire")
-        fired.append(alert)
-        assert not stack.promql('ALERTS{alertname="RalexBudgetExhausted", alertstate="firing"}')
-    assert fired == ["RalexBudget50", "RalexBudget80", "RalexBudget95"]
-    stack.sql("UPDATE budget_settings SET daily_limit_usd = 5")
+    for fraction, level in zip((0.55 + (levels[0] - 50) / 100, 0.87, 0.98), levels, strict=True):
+        assert stack.ralexctl("budget", "set", f"{spent / fraction:.6f}").returncode == 0
+        selector = f'alertname="RalexBudgetThreshold", alertstate="firing", budget_day="{day}"'
+        firing = wait_until(lambda s=selector, t=level: stack.promql(f'ALERTS{{{s}, threshold="{t}"}}'), 90,
+                            interval=2, what=f"the {level} % alert to fire")
+        fired.append(firing[0]["metric"]["severity"])
+        higher = [t for t in levels if t > level]
+        assert not [r for r in stack.promql(f"ALERTS{{{selector}}}") if int(r["metric"]["threshold"]) in higher]
+    assert fired == ["info", "warning", "warning"]
+    assert stack.value("ralex_budget_alert_level") >= levels[-1]
+    put(alert_thresholds=[50, 80, 95, 100], daily_limit=5)
