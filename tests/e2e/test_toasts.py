@@ -183,7 +183,8 @@ def test_toasts_from_a_stub_status_and_a_proxy_that_is_down_at_first(stack: Stac
                                "80 % of today's budget spent ($4.00 of $5.00)", title="Ralex: request refused",
                                timeout=120)
         assert "50 % of today" not in toast  # an event from before the plugin started is not news
-        assert "ralex-budget: budget status is back" in plugin_log()
+        wait_until(lambda: "ralex-budget: budget status is back" in plugin_log(), 30, interval=1,
+                   what="the plugin to log that the status is back")
         assert docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip() == "true"
     finally:
         tui.close()
