@@ -1,12 +1,25 @@
-# Multi-arch builds of Ralex's images:  docker buildx bake --push   (or --load for one platform)
+# Multi-arch builds of Ralex's three images (linux/amd64 + linux/arm64 under one tag each):
+#   docker buildx bake --push                          # to $REGISTRY (e.g. REGISTRY=ghcr.io/you TAG=0.1.0)
+#   docker buildx bake --set '*.platform=linux/arm64' --load    # one platform into the local engine
+# Each pushed tag is a manifest list with SLSA provenance and an SBOM attached. compose.yaml needs
+# none of this: without a registry it builds the same Dockerfiles for the machine it runs on.
+# .github/workflows/release.yml runs this on every v* tag.
 variable "TAG" { default = "0.1.0" }
 variable "REGISTRY" { default = "ralex" }
 variable "PYTHON_IMAGE" { default = "python:3.11-slim-bookworm" }
 variable "NODE_IMAGE" { default = "node:22-bookworm-slim" }
+variable "OPENCODE_VERSION" { default = "1.18.33" }
 
 group "default" { targets = ["litellm", "budget-exporter", "opencode"] }
 
-target "_multiarch" { platforms = ["linux/amd64", "linux/arm64"] }
+target "_multiarch" {
+  platforms   = ["linux/amd64", "linux/arm64"]
+  attest      = ["type=provenance,mode=max", "type=sbom"]
+  labels      = {
+    "org.opencontainers.image.version" = TAG
+    "org.opencontainers.image.licenses" = "MIT"
+  }
+}
 
 target "litellm" {
   inherits   = ["_multiarch"]
@@ -28,6 +41,6 @@ target "opencode" {
   inherits   = ["_multiarch"]
   context    = "."
   dockerfile = "services/opencode/Dockerfile"
-  args       = { NODE_IMAGE = NODE_IMAGE }
+  args       = { NODE_IMAGE = NODE_IMAGE, OPENCODE_VERSION = OPENCODE_VERSION }
   tags       = ["${REGISTRY}/opencode:${TAG}"]
 }

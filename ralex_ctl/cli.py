@@ -5,19 +5,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import queue
 import re
 import secrets
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
 import webbrowser
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -29,7 +27,8 @@ from rich.table import Table
 
 from ralex import __version__
 from ralex.budget import BUDGET_TIERS, BudgetError, parse_budget, parse_caps, usd, zone
-from ralex_ctl import render, stack
+from ralex_ctl import board, render, stack
+from ralex_ctl.board import Verdict as Check
 from ralex_ctl.errors import RalexError
 from ralex_ctl.project import (
     REQUIRED,
@@ -147,6 +146,9 @@ def init(
     timezone: Annotated[str | None, typer.Option("--timezone", "-t", help="Timezone whose midnight resets the "
                                                                             "budget.")] = None,
     workspace: Annotated[Path | None, typer.Option("--workspace", "-w", help="Folder the agent works in.")] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="Memory limits: small (a 2-3 GB board such as "
+                                                "a 2 GB Pi 4) or standard; default: chosen by this machine's RAM.")
+                       ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing .env.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", "--non-interactive",
                                       help="Ask nothing; use options, environment and defaults.")] = False,
@@ -158,6 +160,9 @@ def init(
     project = find_project()
     if project.env_path.exists() and not force:
         raise RalexError(f"{project.env_path} already exists; keep it, or run `ralexctl init --force` to replace it")
+    if profile is not None and profile not in board.PROFILES:
+        raise RalexError(f"unknown profile {profile!r}; use --profile {' or --profile '.join(board.PROFILES)}")
+    profile = profile or board.profile_for(board.mem_total(board.this_machine()[3]))
     interactive = not yes and _stdin_is_terminal()
     if not openrouter_key and interactive:
         openrouter_key = typer.prompt("OpenRouter API key (https://openrouter.ai/keys)", hide_input=True)
@@ -189,6 +194,7 @@ def init(
         "RALEX_DAILY_BUDGET": f"{amount:g}",
         "RALEX_TIMEZONE": timezone,
         "RALEX_WORKSPACE": workspace_value,
+        **board.PROFILES[profile],
     }
     folder = workspace if workspace.is_absolute() else project.root / workspace
     uid, gid = _agent_ids(folder)
@@ -203,7 +209,8 @@ def init(
         if os.getuid() == 0:
             os.chown(folder, uid, gid)
     console.print(f"[green]wrote[/green] {project.env_path} (budget {usd(amount)}/day, {timezone}, "
-                  f"workspace {workspace_value}" + (f", Compose project {taken}" if taken else "")
+                  f"workspace {workspace_value}, {profile} memory profile"
+                  + (f", Compose project {taken}" if taken else "")
                   + f"; {checked}); next: ralexctl up", highlight=False)
 
 
@@ -805,31 +812,6 @@ def alerts_test() -> None:
 
 # --- doctor -----------------------------------------------------------------------------------
 
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    fix: str = ""
-    warn_only: bool = False
-
-
-def _arch_check() -> Check:
-    machine = platform.machine().lower()
-    bits = struct.calcsize("P") * 8
-    if machine in ("x86_64", "amd64"):
-        return Check("CPU architecture", True, "linux/amd64")
-    if machine in ("aarch64", "arm64"):
-        if bits == 32:
-            return Check("CPU architecture", False, "64-bit ARM CPU with a 32-bit userland",
-                         "install the 64-bit Raspberry Pi OS (Ralex's images are linux/arm64)")
-        return Check("CPU architecture", True, "linux/arm64")
-    if machine.startswith("arm"):
-        return Check("CPU architecture", False, f"{machine}: a 32-bit ARM system (e.g. 32-bit Raspberry Pi OS)",
-                     "Ralex needs linux/arm64: flash the 64-bit Raspberry Pi OS on a Pi 4 or Pi 5")
-    return Check("CPU architecture", False, f"{machine} is not supported", "use a linux/amd64 or linux/arm64 host")
-
-
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -893,14 +875,26 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
 
     Example: ralexctl doctor
     """
-    checks: list[Check] = [_arch_check()]
+    machine, bits, cpuinfo, meminfo = board.this_machine()
+    checks: list[Check] = []
     try:
         engine = stack.client()
         info = engine.info()
-        checks.append(Check("Docker engine", True, f"{info.get('ServerVersion', '?')} ({info.get('OSType')})"))
     except RalexError as exc:
         engine, info = None, {}
-        checks.append(Check("Docker engine", False, str(exc), "start Docker (systemctl start docker)"))
+        docker_problem: str | None = str(exc)
+    else:
+        docker_problem = None
+    checks.append(board.arch(machine, bits, info.get("Architecture")))
+    checks.append(board.cpu_features(machine, cpuinfo))
+    total = board.mem_total(meminfo)
+    checks.append(board.memory(total))  # .env's profile is checked below, once the project is found
+    if docker_problem is None:
+        checks.append(Check("Docker engine", True, f"{info.get('ServerVersion', '?')} ({info.get('OSType')}, "
+                            f"{info.get('Architecture', '?')})"))
+        checks.append(board.storage(info.get("Driver")))
+    else:
+        checks.append(Check("Docker engine", False, docker_problem, "start Docker (systemctl start docker)"))
     compose_v = stack.compose_version()
     checks.append(Check("Compose v2", compose_v is not None, compose_v or "missing",
                         "install the Docker Compose v2 plugin (docker-compose-plugin)"))
@@ -912,6 +906,7 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     ledger_total = None
     if project is not None:
         missing = project.missing()
+        checks[2] = board.memory(total, project.env())
         checks.append(Check(".env", not missing, "complete" if not missing else f"missing {', '.join(missing)}",
                             "run `ralexctl init` (or fill the values in .env)"))
         states: list[stack.ServiceState] = []

@@ -1,9 +1,17 @@
 #!/bin/sh
-# Entry point of the Ralex agent container (run under tini, which forwards signals).
+# Entry point of the Ralex agent container.
 #   (no arguments)            opencode serve --hostname 127.0.0.1 --port 4096 (the image's CMD)
 #   run "fix the typo ..."    an OpenCode subcommand: "opencode" is put in front
 #   bash                      any program on PATH runs as given
 set -eu
+
+# PID 1 must reap the agent's orphaned shell children and forward signals. Compose gives the
+# container Docker's init (init: true); a plain `docker run` without --init makes this script PID 1,
+# so it re-runs itself under tini. No subreaper flag (tini -s): qemu-user, which runs arm64 images
+# on other hosts, does not implement PR_SET_CHILD_SUBREAPER, and PID 1 needs none.
+if [ "$$" = 1 ]; then
+    exec tini -g -- "$0" "$@"
+fi
 
 if [ ! -r "${OPENCODE_CONFIG:-/etc/ralex/opencode/opencode.json}" ]; then
     echo "ralex-opencode: cannot read OpenCode config ${OPENCODE_CONFIG:-}" >&2

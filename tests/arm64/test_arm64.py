@@ -1,0 +1,112 @@
+"""The arm64 stack on an emulated Raspberry Pi 4 (Cortex-A72, ARMv8.0: no LSE atomics) and Pi 5
+(Cortex-A76), with the small-board memory profile: the money path (a routed request, a 402 with the
+reset time and the fix, the ledger row, the exporter's metric in Prometheus) and one real OpenCode
+turn that edits a file. Timings here are emulation on x86, not a Pi: they are recorded, never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.arm64.conftest import CPUS, HWCAP, OPENCODE_ARM64_VERSION, SERVICES, Results
+from tests.e2e.conftest import TYPO, Stack
+from tests.integration.conftest import wait_until
+
+pytestmark = pytest.mark.arm64
+TODAY_SPENT = "SELECT spent_usd FROM daily_totals ORDER BY budget_day DESC LIMIT 1"
+UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "kB": 1000, "MB": 1000**2, "GB": 1000**3}
+
+
+def hwcap(stack: Stack, service: str) -> int:
+    out, err, code = stack.exec(service, "sh", "-c", "LD_SHOW_AUXV=1 /bin/true")
+    assert code == 0, err
+    found = re.search(r"^AT_HWCAP:\s+(\S+)", out, re.M)
+    assert found, out
+    return int(found.group(1), 16)
+
+
+def memory_by_service(stack: Stack) -> dict[str, int]:
+    """Each service's memory use as its cgroup counts it (docker stats), in bytes."""
+    out = stack.docker("stats", "--no-stream", "--format", "{{json .}}")
+    used: dict[str, int] = {}
+    for line in out.splitlines():
+        row = json.loads(line)
+        if not row["Name"].startswith(stack.project + "-"):
+            continue
+        service = row["Name"][len(stack.project) + 1:].rsplit("-", 1)[0]
+        number, unit = re.match(r"([\d.]+)\s*([A-Za-z]+)", row["MemUsage"]).groups()  # type: ignore[union-attr]
+        used[service] = int(float(number) * UNITS[unit])
+    return used
+
+
+@pytest.mark.parametrize("cpu", list(CPUS))
+def test_money_path_and_an_opencode_turn_on_an_emulated_pi(arm_stack: Stack, results: Results, cpu: str):
+    stack = arm_stack
+    stack.process_env["QEMU_CPU"] = cpu
+    started = time.monotonic()
+    up = stack.ralexctl("up", *SERVICES, "--timeout", "1500", timeout=1800)
+    results.put("cpus", cpu, "up_seconds", value=round(time.monotonic() - started))
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    for service in ("litellm", "opencode", "postgres"):
+        assert hwcap(stack, service) == HWCAP[cpu], f"{service} does not run on an emulated {cpu}"
+    for service in SERVICES:
+        out, _, _ = stack.exec(service, "uname", "-m")
+        assert out.strip() == "aarch64", f"{service}: {out}"
+
+    # --- money path ----------------------------------------------------------------------------
+    headers = {"Authorization": f"Bearer {stack.master}"}
+    stack.ralexctl("budget", "set", "5")
+    stack.fake_call("POST", "/_fake/reset", {})
+    rows_before = int(stack.sql("SELECT count(*) FROM ledger WHERE status = 'ok'"))
+    response = httpx.post(f"{stack.proxy}/v1/chat/completions", headers=headers, timeout=300, json={
+        "model": "auto", "messages": [{"role": "user", "content": "fix the typo in a.py"}]})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-ralex-route"].startswith("cheap")
+    wait_until(lambda: int(stack.sql("SELECT count(*) FROM ledger WHERE status = 'ok'")) == rows_before + 1, 60,
+               interval=1, what="the ledger row")
+    spent = float(stack.sql(TODAY_SPENT))
+    assert spent > 0
+    wait_until(lambda: (v := stack.value("ralex_budget_spent_today_usd")) is not None
+               and v == pytest.approx(spent, rel=1e-6), 180, interval=2, what="the exporter's metric in Prometheus")
+    assert stack.ralexctl("budget", "set", f"{spent:.6f}").returncode == 0  # nothing left today
+    refused = httpx.post(f"{stack.proxy}/v1/chat/completions", headers=headers, timeout=120, json={
+        "model": "auto", "messages": [{"role": "user", "content": "fix the typo in a.py"}]})
+    assert refused.status_code == 402, refused.text
+    assert "resets at 00:00" in refused.text, refused.text
+    assert "ralexctl budget set" in refused.text, refused.text
+    assert stack.ralexctl("budget", "set", "5").returncode == 0
+    results.put("cpus", cpu, "money_path", value="works")
+
+    # --- one real OpenCode turn ------------------------------------------------------------------
+    out, err, code = stack.exec("opencode", "opencode", "--version")
+    assert (code, out.strip()) == (0, OPENCODE_ARM64_VERSION), err
+    (stack.workspace / "hello.py").write_text(TYPO)
+    stack.fake_call("POST", "/_fake/reset", {})
+    stack.fake_call("POST", "/_fake/script", {"replies": [
+        {"tool_calls": [{"name": "read", "arguments": {"filePath": "/workspace/hello.py"}}], "requires_tools": True},
+        {"tool_calls": [{"name": "edit", "arguments": {"filePath": "/workspace/hello.py", "oldString": "wrold",
+                                                       "newString": "world"}}], "requires_tools": True},
+        {"content": "Fixed the typo in hello.py.", "requires_tools": True},
+    ]})
+    started = time.monotonic()
+    out, err, code = stack.exec("opencode", "opencode", "run", "--model", "ralex/auto", "fix the typo in hello.py")
+    results.put("cpus", cpu, "opencode_turn_seconds", value=round(time.monotonic() - started))
+    assert code == 0, f"{out}\n{err}"
+    assert (stack.workspace / "hello.py").read_text() == 'print("hello world")\n'
+    calls = stack.fake_call("GET", "/_fake/requests")["requests"]
+    assert len(calls) >= 4
+    results.put("cpus", cpu, "opencode_turn", value="works")
+
+    # --- memory after the session, against the small profile's limits ------------------------------
+    used = memory_by_service(stack)
+    results.put("cpus", cpu, "memory_bytes", value=used)
+    for service in SERVICES:
+        state: dict[str, Any] = stack.container(service)["State"]
+        assert not state["OOMKilled"], f"{service} was OOM-killed under the small profile"
+        assert stack.container(service)["RestartCount"] == 0, f"{service} restarted"
