@@ -163,8 +163,46 @@ class Thresholds:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyAllowance:
+    """A client key's daily sub-budget at one moment: its limit, what it spent today and holds."""
+
+    name: str
+    limit: float
+    spent: float
+    reserved: float
+
+    @property
+    def remaining(self) -> float:
+        return self.limit - self.spent - self.reserved
+
+
+Binding = Literal["day", "key"]
+
+
+def binding(day_remaining: float, key: KeyAllowance | None) -> Binding:
+    """Which budget is tighter for a request: the day's or the key's sub-budget (the day on a tie)."""
+    return "key" if key is not None and key.remaining < day_remaining else "day"
+
+
+def refused_by(amount: float, day_spent: float, day_reserved: float, day_limit: float,
+               key: KeyAllowance | None = None) -> Binding | None:
+    """The admission rule: a hold of ``amount`` must fit both the day's remaining budget and, for a key
+    with a sub-budget, the key's remaining sub-budget (whichever is tighter wins). Returns the budget
+    that refuses it, or None when it fits both."""
+    if day_spent + day_reserved + amount > day_limit + 1e-12:
+        return "day"
+    if key is not None and key.spent + key.reserved + amount > key.limit + 1e-12:
+        return "key"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
 class BudgetSnapshot:
-    """Today's budget as the policy sees it at one moment."""
+    """Today's budget as the policy sees it at one moment.
+
+    With ``key`` (a client key that has a sub-budget) ``remaining`` and ``tier`` are the tighter of
+    the day's and the key's, so a nearly spent key steps down as a nearly spent day does.
+    """
 
     limit: float
     spent: float
@@ -172,10 +210,26 @@ class BudgetSnapshot:
     timezone: str
     now: datetime
     thresholds: Thresholds = field(default_factory=Thresholds)
+    key: KeyAllowance | None = None
+
+    @property
+    def day_remaining(self) -> float:
+        return self.limit - self.spent - self.reserved
+
+    @property
+    def binding(self) -> Binding:
+        return binding(self.day_remaining, self.key)
 
     @property
     def remaining(self) -> float:
-        return self.limit - self.spent - self.reserved
+        day = self.day_remaining
+        return min(day, self.key.remaining) if self.key is not None else day
+
+    def left_text(self) -> str:
+        """'$1.20 left', or "$0.30 left of key laptop's sub-budget" when the key is tighter."""
+        left = usd(max(0.0, self.remaining))
+        return f"{left} left of key {self.key.name}'s sub-budget" if self.key and self.binding == "key" \
+            else f"{left} left"
 
     @property
     def tier(self) -> Tier:
@@ -195,9 +249,17 @@ class BudgetSnapshot:
         return f"resets at 00:00 {self.timezone} (in {wait})"
 
     def exhausted_message(self, needed: float) -> str:
-        """The text of the HTTP 402 refusal."""
+        """The text of the HTTP 402 refusal (naming the key when its sub-budget is what ran out)."""
+        key = self.key
+        if key is not None and self.binding == "key":
+            held = f", {usd(key.reserved)} held by requests in flight" if key.reserved > 0.000_001 else ""
+            return (
+                f"Key {key.name}: daily sub-budget {usd(key.limit)} exhausted ({usd(key.spent)} spent{held}; "
+                f"{usd(max(0.0, key.remaining))} left, this request needs up to {usd(needed)}); "
+                f"{self.reset_line()}. Raise it with: ralexctl keys budget {key.name} {suggest_raise(key.limit)}"
+            )
         held = f", {usd(self.reserved)} held by requests in flight" if self.reserved > 0.000_001 else ""
-        left = max(0.0, self.remaining)
+        left = max(0.0, self.day_remaining)
         return (
             f"Daily budget {usd(self.limit)} exhausted ({usd(self.spent)} spent{held}; "
             f"{usd(left)} left, this request needs up to {usd(needed)}); {self.reset_line()}. "
@@ -222,45 +284,61 @@ def affordable_output_tokens(allowance: float, prompt_tokens: int, prompt_price:
 
 
 class ReservationBook:
-    """Today's spend plus the worst-case holds of requests in flight.
+    """Today's spend plus the worst-case holds of requests in flight, in total and per client key.
 
     All methods are synchronous and never await, so within one asyncio event loop a
     check-and-reserve cannot interleave with another: concurrent requests cannot jointly
-    overshoot the limit by more than the difference between one request's hold and its real cost.
+    overshoot the day's limit, nor a key's sub-budget, by more than the difference between one
+    request's hold and its real cost.
     """
 
-    def __init__(self, day: date, spent: float = 0.0) -> None:
+    def __init__(self, day: date, spent: float = 0.0, spent_by_key: Mapping[str, float] | None = None) -> None:
         self.day = day
         self.spent = spent
-        self._holds: dict[str, tuple[float, date]] = {}
+        self.spent_by_key: dict[str, float] = dict(spent_by_key or {})
+        self._holds: dict[str, tuple[float, date, str]] = {}
 
     @property
     def reserved(self) -> float:
-        return sum(amount for amount, day in self._holds.values() if day == self.day)
+        return sum(amount for amount, day, _ in self._holds.values() if day == self.day)
+
+    def reserved_by(self, client: str) -> float:
+        return sum(amount for amount, day, who in self._holds.values() if day == self.day and who == client)
 
     def in_flight(self) -> int:
         return len(self._holds)
 
-    def roll_over(self, day: date, spent: float) -> None:
-        """Start a new budget day with ``spent`` already recorded for it."""
+    def roll_over(self, day: date, spent: float, spent_by_key: Mapping[str, float] | None = None) -> None:
+        """Start a new budget day with ``spent`` (and per key ``spent_by_key``) already recorded for it."""
         self.day = day
         self.spent = spent
+        self.spent_by_key = dict(spent_by_key or {})
 
-    def try_reserve(self, key: str, amount: float, limit: float) -> bool:
-        if self.spent + self.reserved + amount > limit + 1e-12:
+    def allowance(self, client: str, limit: float | None) -> KeyAllowance | None:
+        """A key's sub-budget as it stands (None for a key without one)."""
+        if limit is None:
+            return None
+        return KeyAllowance(client, limit, self.spent_by_key.get(client, 0.0), self.reserved_by(client))
+
+    def try_reserve(self, key: str, amount: float, limit: float, *, client: str = "",
+                    client_limit: float | None = None) -> bool:
+        """Hold ``amount`` if it fits the day's ``limit`` and the client's sub-budget ``client_limit``
+        (checked together, nothing in between: :func:`refused_by`)."""
+        if refused_by(amount, self.spent, self.reserved, limit, self.allowance(client, client_limit)):
             return False
-        self._holds[key] = (amount, self.day)
+        self._holds[key] = (amount, self.day, client)
         return True
 
     def hold(self, key: str) -> float:
         held = self._holds.get(key)
         return held[0] if held else 0.0
 
-    def settle(self, key: str, cost: float) -> date:
+    def settle(self, key: str, cost: float, client: str = "") -> date:
         """Replace a hold by the real cost; returns the budget day the cost belongs to."""
-        _, day = self._holds.pop(key, (0.0, self.day))
+        _, day, who = self._holds.pop(key, (0.0, self.day, client))
         if day == self.day:
             self.spent += cost
+            self.spent_by_key[who] = self.spent_by_key.get(who, 0.0) + cost
         return day
 
     def release(self, key: str) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from ralex.budget import BudgetSnapshot, ReservationBook, budget_day, usd
 from ralex.classify import classify
+from ralex.keys import OPERATOR
 from ralex.ledger.rows import BudgetSettings, LedgerRow
 from ralex.policy import Decision, Refusal, RouteInput, RoutingConfig, UnknownAlias, route, with_caps
 from ralex.request import ChatRequest, RequestError
@@ -47,6 +48,8 @@ class InFlight:
     day: date
     started: float
     remaining_after: float
+    client: str = OPERATOR
+    """The name its spend is attributed to: a client key, ``agent`` or ``operator``."""
     attempts_failed: int = 0
     billed_attempts: float = 0.0
     """Worst cases of failed attempts the upstream may still have billed (timeouts, cut streams)."""
@@ -110,11 +113,14 @@ def _header_safe(text: str, limit: int = 400) -> str:
 class BudgetEngine:
     def __init__(self, routing: RoutingConfig, settings: BudgetSettings, spent_today: float, *, clock: Clock,
                  sink: Sink, hold_sink: Sink | None = None, sticky_ttl: float = 7200.0,
-                 crossed_today: Iterable[int] = (), on_crossing: Callable[[Crossing], None] | None = None) -> None:
+                 crossed_today: Iterable[int] = (), on_crossing: Callable[[Crossing], None] | None = None,
+                 spent_by_key: Mapping[str, float] | None = None,
+                 key_budgets: Mapping[str, float | None] | None = None) -> None:
         """``sink`` takes every finished row; ``hold_sink`` the row each admitted request would
         leave if the process died before it settled (the write-ahead journal); ``on_crossing``
         each alert threshold the day's spend reaches, once per budget day (``crossed_today``:
-        those already recorded)."""
+        those already recorded); ``spent_by_key`` today's spend per key name so far;
+        ``key_budgets`` each client key's daily sub-budget (None: the global budget only)."""
         self.settings = settings
         self.hold_sink = hold_sink
         self.on_crossing = on_crossing
@@ -125,16 +131,28 @@ class BudgetEngine:
         self.routing = with_caps(routing, settings.caps)
         self.clock = clock
         self.sink = sink
-        self.book = ReservationBook(budget_day(clock(), settings.timezone), spent_today)
+        self.book = ReservationBook(budget_day(clock(), settings.timezone), spent_today, spent_by_key)
+        self.key_budgets: dict[str, float | None] = dict(key_budgets or {})
         self.turns = TurnMemory(sticky_ttl)
         self.in_flight: dict[str, InFlight] = {}
 
     # --- state ------------------------------------------------------------------------------
-    def snapshot(self, now: datetime | None = None) -> BudgetSnapshot:
+    def snapshot(self, now: datetime | None = None, client: str | None = None) -> BudgetSnapshot:
+        """Today's budget; for ``client`` (a key with a sub-budget) scoped to the tighter of both."""
         now = now or self.clock()
         self._roll(now)
+        key = self.book.allowance(client, self.key_budgets.get(client)) if client is not None else None
         return BudgetSnapshot(self.settings.daily_limit, self.book.spent, self.book.reserved,
-                              self.settings.timezone, now, self.settings.thresholds)
+                              self.settings.timezone, now, self.settings.thresholds, key)
+
+    def set_key_budgets(self, budgets: Mapping[str, float | None]) -> None:
+        """The live sub-budgets of the client keys (applied from the next admission on)."""
+        self.key_budgets = dict(budgets)
+
+    def key_usage(self, client: str) -> tuple[float, float]:
+        """(spent today, held by requests in flight) of one key name."""
+        self._roll(self.clock())
+        return self.book.spent_by_key.get(client, 0.0), self.book.reserved_by(client)
 
     def _roll(self, now: datetime) -> None:
         today = budget_day(now, self.settings.timezone)
@@ -142,13 +160,14 @@ class BudgetEngine:
             self.book.roll_over(today, 0.0)
             self.crossed.clear()
 
-    def apply_settings(self, settings: BudgetSettings, spent_for_today: float | None = None) -> None:
+    def apply_settings(self, settings: BudgetSettings, spent_for_today: float | None = None,
+                       spent_by_key: Mapping[str, float] | None = None) -> None:
         """Take new live settings; with a new timezone the budget day may change too."""
         self.settings = settings
         self.routing = with_caps(self.base_routing, settings.caps)
         today = budget_day(self.clock(), settings.timezone)
         if today != self.book.day:
-            self.book.roll_over(today, spent_for_today or 0.0)
+            self.book.roll_over(today, spent_for_today or 0.0, spent_by_key)
             self.crossed.clear()
         self._check_crossings()
 
@@ -158,8 +177,8 @@ class BudgetEngine:
         self.routing = with_caps(routing, self.settings.caps)
 
     # --- admission ---------------------------------------------------------------------------
-    def _decide(self, body: Mapping[str, Any], now: datetime,
-                mono: float) -> tuple[ChatRequest, BudgetSnapshot, str | None, Decision | Refusal]:
+    def _decide(self, body: Mapping[str, Any], now: datetime, mono: float, client: str | None = None,
+                ) -> tuple[ChatRequest, BudgetSnapshot, str | None, Decision | Refusal]:
         try:
             request = ChatRequest.from_body(body)
         except RequestError as exc:
@@ -169,7 +188,7 @@ class BudgetEngine:
         sticky = None
         if request.requested_alias == "auto" and not request.housekeeping:
             sticky = self.turns.get(request.turn, mono)
-        snapshot = self.snapshot(now)
+        snapshot = self.snapshot(now, client)
         try:
             outcome = route(
                 RouteInput(request.requested_alias, request.task, request.prompt_tokens, request.max_tokens,
@@ -226,31 +245,41 @@ class BudgetEngine:
                             "needed_usd": outcome.needed})
         return payload, outcome
 
-    def admit(self, body: Mapping[str, Any]) -> InFlight:
-        """Route and reserve, or raise :class:`Rejected` (400 bad request, 402 over budget)."""
+    def admit(self, body: Mapping[str, Any], client: str = OPERATOR) -> InFlight:
+        """Route and reserve, or raise :class:`Rejected` (400 bad request, 402 over budget).
+
+        ``client`` names who asks (a client key, ``agent``, ``operator``): a key with a daily
+        sub-budget is routed by the tighter of its remaining and the day's, and its hold must fit
+        both, checked and taken in one synchronous step (no overshoot of either under concurrency).
+        """
         now = self.clock()
         mono = time.monotonic()
-        request, snapshot, sticky, outcome = self._decide(body, now, mono)
+        request, snapshot, sticky, outcome = self._decide(body, now, mono, client)
         key = str(uuid.uuid4())
-        if isinstance(outcome, Refusal) or not self.book.try_reserve(key, outcome.reserve,
-                                                                      self.settings.daily_limit):
+        if isinstance(outcome, Refusal) or not self.book.try_reserve(
+                key, outcome.reserve, self.settings.daily_limit, client=client,
+                client_limit=self.key_budgets.get(client)):
             refusal = outcome if isinstance(outcome, Refusal) else Refusal(
                 snapshot.exhausted_message(outcome.reserve), outcome.reserve)
-            self._record_refusal(request, refusal, snapshot, now)
-            self._event("refused", refusal.message, now)
-            if refusal.reason == "budget":
+            by_key = refusal.reason == "budget" and snapshot.binding == "key"
+            self._record_refusal(request, refusal, snapshot, now, client)
+            if not by_key:  # a key's own sub-budget is its client's business, not the agent's toasts
+                self._event("refused", refusal.message, now)
+            if refusal.reason == "budget" and not by_key:
                 self._check_crossings(exhausted=True)
             raise Rejected(refusal.status, refusal.message, {
                 "x-ralex-route": "refused",
                 "x-ralex-reason": _header_safe(refusal.reason),
+                "x-ralex-key": client,
                 "x-ralex-budget-remaining": f"{max(0.0, snapshot.remaining):.6f}",
                 "x-ralex-budget-resets-at": snapshot.reset_at.isoformat(),
             })
         if request.requested_alias == "auto" and not request.housekeeping and sticky is None:
             self.turns.put(request.turn, outcome.alias, mono)
         remaining_after = self.settings.daily_limit - self.book.spent - self.book.reserved
-        flight = InFlight(key, request, outcome, self.book.day, mono, remaining_after)
+        flight = InFlight(key, request, outcome, self.book.day, mono, remaining_after, client)
         flight.headers = {
+            "x-ralex-key": client,
             "x-ralex-route": outcome.alias,
             "x-ralex-model": outcome.model,
             "x-ralex-reason": _header_safe(outcome.reason),
@@ -261,7 +290,7 @@ class BudgetEngine:
             "x-ralex-request-id": key,
         }
         self.in_flight[key] = flight
-        if outcome.alias != outcome.intent and outcome.intent:
+        if outcome.alias != outcome.intent and outcome.intent and snapshot.binding == "day":
             self._event("step_down", f"{outcome.intent} -> {outcome.alias}: {usd(max(0.0, snapshot.remaining))} left "
                                      f"({outcome.reason.split('; ', 1)[-1]})", now)
         if self.hold_sink is not None:
@@ -286,7 +315,7 @@ class BudgetEngine:
         if flight is None:
             return None
         cost += flight.billed_attempts
-        day = self.book.settle(key, cost)
+        day = self.book.settle(key, cost, flight.client)
         self._check_crossings()
         row = self._row(flight, status=status, day=day, cost=cost, cost_source=cost_source, model=model,
                         alias=alias, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
@@ -302,7 +331,7 @@ class BudgetEngine:
         if flight is None:
             return None
         cost = flight.billed_attempts
-        day = self.book.settle(key, cost)
+        day = self.book.settle(key, cost, flight.client)
         self._check_crossings()
         row = self._row(flight, status="error", day=day, cost=cost, cost_source="hold" if cost else None,
                         error=error[:500])
@@ -323,7 +352,7 @@ class BudgetEngine:
         if flight is None:
             return None
         cost = flight.decision.reserve
-        day = self.book.settle(key, cost)
+        day = self.book.settle(key, cost, flight.client)
         self._check_crossings()
         row = self._row(flight, status=status, day=day, cost=cost, cost_source="hold", error=error)
         self.sink(row)
@@ -377,14 +406,15 @@ class BudgetEngine:
             estimated_cost_usd=d.worst_case, reserved_usd=d.reserve, cost_usd=cost, cost_source=cost_source,
             latency_ms=int((time.monotonic() - flight.started) * 1000), turn_key=flight.request.turn,
             session_key=flight.request.session, error=error, route_kind=d.kind,
-            generation_id=generation_id or flight.generation_id,
+            generation_id=generation_id or flight.generation_id, key_name=flight.client,
         )
 
     def _record_refusal(self, request: ChatRequest, refusal: Refusal, snapshot: BudgetSnapshot,
-                        now: datetime) -> None:
+                        now: datetime, client: str) -> None:
         self.sink(LedgerRow(
             ts=now, budget_day=self.book.day, alias_requested=request.requested_alias, status="refused",
             reason=f"{refusal.reason}: {refusal.message}", tier=snapshot.tier, stream=request.stream,
             prompt_tokens=request.prompt_tokens, estimated_cost_usd=refusal.needed, turn_key=request.turn,
             session_key=request.session, route_kind="refused" if refusal.reason == "budget" else "cap-refused",
+            key_name=client,
         ))

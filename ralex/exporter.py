@@ -1,8 +1,10 @@
 """Budget exporter: Prometheus metrics read from the ledger through a read-only role.
 
-Each scrape runs four small queries (settings + today's totals, today's breakdown, the last hour's
-spend, recent write lag); all are served by per-day aggregates or indexes, so scrape time stays
-flat as the ledger grows. A failed scrape is counted and logged, and reported as
+Each scrape runs a few small queries (settings + today's totals, today's breakdown, the last hour's
+spend, recent write lag, the active client keys); all are served by per-day aggregates, indexes or
+the operator's handful of keys, so scrape time stays flat as the ledger grows. Per-key series exist
+for ``agent``, ``operator`` and client keys that spent today, and every active client key: a
+revoked key drops out after its last day of spend. A failed scrape is counted and logged, and reported as
 ``ralex_exporter_up 0``; the next scrape reconnects.
 
 Exposition (abridged)::
@@ -18,6 +20,9 @@ Exposition (abridged)::
     ralex_spend_today_usd{alias="smart",model="anthropic/claude-sonnet-4.5"} 1.1
     ralex_requests_today{alias="cheap",model="google/gemini-2.5-flash-lite",status="ok"} 42.0
     ralex_routing_decisions_today{kind="task-smart"} 7.0
+    ralex_key_spend_today_usd{key="agent"} 0.9
+    ralex_key_spend_today_usd{key="laptop-claude"} 0.33
+    ralex_key_budget_usd{key="laptop-claude"} 2.0
     ralex_refusals_today 2.0
     ralex_burn_rate_usd_per_hour 0.31
     ralex_projected_spend_today_usd 2.9
@@ -39,7 +44,7 @@ from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFam
 from prometheus_client.registry import Collector
 
 from ralex.budget import Thresholds
-from ralex.ledger.store import BREAKDOWN, CROSSINGS_ON_DAY, LAST_HOUR_SPEND, TODAY, WRITE_LAG
+from ralex.ledger.store import ACTIVE_KEYS, BREAKDOWN, CROSSINGS_ON_DAY, LAST_HOUR_SPEND, TODAY, WRITE_LAG
 
 log = logging.getLogger("ralex.exporter")
 TIERS: Final = ("full", "economy", "emergency")
@@ -144,11 +149,26 @@ class LedgerCollector(Collector):
         spend: dict[tuple[str, str], float] = defaultdict(float)
         counts: dict[tuple[str, str, str], float] = defaultdict(float)
         kinds: dict[str, float] = defaultdict(float)
-        for alias, model, kind, status, _fallback, n, cost in conn.execute(BREAKDOWN, (today,)):
+        active = {str(name): budget for name, budget in conn.execute(ACTIVE_KEYS)}
+        by_key: dict[str, float] = dict.fromkeys(active, 0.0)
+        for alias, model, kind, status, _fallback, n, cost, key in conn.execute(BREAKDOWN, (today,)):
             if status != "refused":
                 spend[(alias, model)] += float(cost)
                 counts[(alias, model, status)] += n
+            by_key[key] = by_key.get(key, 0.0) + float(cost)
             kinds[kind or "unknown"] += n
+        key_spend = GaugeMetricFamily("ralex_key_spend_today_usd",
+                                      "Spent today by key (a client key's name, agent or operator), USD.",
+                                      labels=["key"])
+        for name, value in sorted(by_key.items()):
+            key_spend.add_metric([name], value)
+        yield key_spend
+        key_budgets = GaugeMetricFamily("ralex_key_budget_usd", "Daily sub-budget of each active client key "
+                                        "that has one, USD.", labels=["key"])
+        for name, budget in sorted(active.items()):
+            if budget is not None:
+                key_budgets.add_metric([name], float(budget))
+        yield key_budgets
         by_model = GaugeMetricFamily("ralex_spend_today_usd", "Spent today by alias and upstream model, USD.",
                                      labels=["alias", "model"])
         for key, value in sorted(spend.items()):

@@ -112,7 +112,7 @@ def _downgrade(intent: str, tier: Tier, snapshot: BudgetSnapshot) -> tuple[str, 
         return intent, ""
     th = snapshot.thresholds
     floor = th.smart_min_remaining if intent == "smart" else th.cheap_min_remaining
-    note = f"{intent} needs more than {usd(floor)} left ({usd(max(0.0, snapshot.remaining))} left)"
+    note = f"{intent} needs more than {usd(floor)} left ({snapshot.left_text()})"
     return "cheap", f"; {note}, using cheap"
 
 

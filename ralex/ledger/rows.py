@@ -55,6 +55,10 @@ class LedgerRow:
     error: str | None = None
     route_kind: str = ""
     generation_id: str | None = None
+    key_name: str = "agent"
+    """Who made the request: a client key's name, ``agent`` (RALEX_AGENT_KEY) or ``operator`` (the
+    master key). Journal lines written before keys existed read back as ``agent``, as migration 0007
+    attributes the ledger rows of that time."""
 
 
 def _plain(value: Any) -> Any:

@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 
 from ralex.budget import ALERT_LEVELS, BudgetError, Thresholds, parse_budget, parse_caps, parse_thresholds, zone
 from ralex.config import BudgetDefaults
+from ralex.keys import ClientKey
 from ralex.ledger.rows import BudgetSettings as BudgetSettings  # re-exported for readers of the ledger
 from ralex.ledger.rows import LedgerRow as LedgerRow
 
@@ -169,6 +170,7 @@ INSERT_LEDGER: Final = (
     f"VALUES ({', '.join(['%s'] * len(LEDGER_COLUMNS))}) ON CONFLICT (request_id) DO NOTHING"
 )
 SPENT_ON_DAY: Final = "SELECT spent_usd FROM daily_totals WHERE budget_day = %s"
+SPENT_BY_KEY_ON_DAY: Final = "SELECT key_name, sum(spent_usd) FROM daily_breakdown WHERE budget_day = %s GROUP BY 1"
 
 
 def row_values(row: LedgerRow) -> tuple[Any, ...]:
@@ -215,7 +217,7 @@ TODAY: Final = (
 """Settings and today's totals in one row; "today" is computed in the configured timezone."""
 
 BREAKDOWN: Final = (
-    "SELECT alias_routed, upstream_model, route_kind, status, fallback, requests, spent_usd"
+    "SELECT alias_routed, upstream_model, route_kind, status, fallback, requests, spent_usd, key_name"
     " FROM daily_breakdown WHERE budget_day = %s"
 )
 LAST_HOUR_SPEND: Final = "SELECT coalesce(sum(cost_usd), 0) FROM ledger WHERE ts > now() - interval '1 hour'"
@@ -228,7 +230,8 @@ RECORD_CROSSING: Final = (
     "INSERT INTO alert_crossings (budget_day, threshold, crossed_at, spent_usd, limit_usd)"
     " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
 )
-SPEND_GROUPS: Final = {"alias": "alias_routed", "model": "upstream_model", "reason": "route_kind", "day": "''"}
+SPEND_GROUPS: Final = {"alias": "alias_routed", "model": "upstream_model", "reason": "route_kind", "key": "key_name",
+                        "day": "''"}
 
 
 def spend_query(by: str) -> str:
@@ -239,6 +242,32 @@ def spend_query(by: str) -> str:
         " coalesce(sum(requests) FILTER (WHERE status = 'refused'), 0), sum(spent_usd)"
         " FROM daily_breakdown WHERE budget_day > %s - %s::int GROUP BY 1, 2 ORDER BY 1, 2"
     )
+
+
+# --- client keys -------------------------------------------------------------------------------
+
+SELECT_KEYS: Final = (
+    "SELECT name, key_hash, daily_budget_usd, created_at, revoked_at FROM client_keys ORDER BY created_at, name"
+)
+INSERT_KEY: Final = (
+    "INSERT INTO client_keys (name, key_hash, daily_budget_usd) VALUES (%s, %s, %s)"
+    " RETURNING name, key_hash, daily_budget_usd, created_at, revoked_at"
+)
+REVOKE_KEY: Final = (
+    "UPDATE client_keys SET revoked_at = coalesce(revoked_at, now()), updated_at = now() WHERE name = %s"
+    " RETURNING name, key_hash, daily_budget_usd, created_at, revoked_at"
+)
+SET_KEY_BUDGET: Final = (
+    "UPDATE client_keys SET daily_budget_usd = %s, updated_at = now() WHERE name = %s AND revoked_at IS NULL"
+    " RETURNING name, key_hash, daily_budget_usd, created_at, revoked_at"
+)
+ACTIVE_KEYS: Final = "SELECT name, daily_budget_usd FROM client_keys WHERE revoked_at IS NULL"
+"""The exporter's keys and sub-budgets (bounded by the keys the operator created)."""
+
+
+def key_from_row(row: Sequence[Any]) -> ClientKey:
+    return ClientKey(name=row[0], key_hash=row[1], daily_budget=float(row[2]) if row[2] is not None else None,
+                     created_at=row[3], revoked_at=row[4])
 
 
 def ensure_reader_role(conn: psycopg.Connection[Any], role: str, password: str) -> None:

@@ -25,7 +25,9 @@ from litellm.exceptions import APIConnectionError, Timeout
 from litellm.integrations.custom_logger import CustomLogger
 
 from ralex.engine import Rejected
+from ralex.keys import AGENT, OPERATOR
 from ralex.params import REFUSED, refused_in
+from ralex.proxy.auth import attributed_to
 from ralex.proxy.runtime import NotReady, runtime
 
 log = logging.getLogger("ralex.proxy")
@@ -84,8 +86,11 @@ class RalexHooks(CustomLogger):
         except NotReady as exc:
             raise HTTPException(503, f"Ralex budget guard is not ready ({exc}); check `docker compose logs "
                                      "litellm` and that postgres is healthy") from None
+        client = attributed_to(user_api_key_dict)
+        if client not in (AGENT, OPERATOR) and not runtime.key_active(client):  # revoked since it was checked
+            raise HTTPException(401, f"key {client} was revoked; ask the operator for a new key") from None
         try:
-            flight = engine.admit(data)
+            flight = engine.admit(data, client)
         except Rejected as rejected:
             raise HTTPException(rejected.status, rejected.message, headers=rejected.headers) from None
         decision = flight.decision

@@ -8,11 +8,16 @@
   time and recent events (thresholds crossed, step-downs, refusals) for the agent's toasts.
 - ``POST /ralex/route``: what the proxy would decide for a chat body now, without forwarding it
   (``ralex_remaining`` in the body asks "what if only this much were left today").
+- ``GET /ralex/keys``: the client keys with their sub-budgets, today's spend and holds;
+  ``POST /ralex/keys`` ``{"name": ..., "budget": 2}`` creates one and answers the plain key (once);
+  ``PUT /ralex/keys/{name}`` ``{"budget": 5 | null}`` changes its sub-budget; ``DELETE
+  /ralex/keys/{name}`` revokes it. Every change applies to the key's next request.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -20,8 +25,9 @@ from fastapi.routing import APIRoute
 
 from ralex.budget import BudgetError, parse_budget
 from ralex.engine import Rejected
+from ralex.keys import ClientKeyError
 from ralex.proxy.auth import matches
-from ralex.proxy.runtime import NotReady, ProxyRuntime
+from ralex.proxy.runtime import NotReady, ProxyRuntime, UnknownKey, runtime
 
 BUDGET_FIELDS = ("daily_limit", "timezone", "smart_min_remaining", "cheap_min_remaining", "emergency_max_tokens",
                  "caps", "alert_thresholds")
@@ -29,8 +35,10 @@ BUDGET_FIELDS = ("daily_limit", "timezone", "smart_min_remaining", "cheap_min_re
 
 def _require_any_key(request: Request) -> None:
     given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    if not (matches(given, os.environ.get("LITELLM_MASTER_KEY")) or matches(given, os.environ.get("RALEX_AGENT_KEY"))):
-        raise HTTPException(401, "this endpoint needs RALEX_AGENT_KEY (or LITELLM_MASTER_KEY) from .env")
+    if not (matches(given, os.environ.get("LITELLM_MASTER_KEY")) or matches(given, os.environ.get("RALEX_AGENT_KEY"))
+            or ((key := runtime.client_key(given)) is not None and key.active)):
+        raise HTTPException(401, "this endpoint needs RALEX_AGENT_KEY (or LITELLM_MASTER_KEY) from .env, or an "
+                                 "active client key")
 
 
 def _require_master(request: Request) -> None:
@@ -98,8 +106,50 @@ def register(app: FastAPI, runtime: ProxyRuntime) -> None:
         except NotReady as exc:
             raise HTTPException(503, f"Ralex is not ready ({exc})") from None
 
+    async def keys(request: Request) -> dict[str, Any]:
+        _require_master(request)
+        return await _keys_call(runtime.keys_view())
+
+    async def add_key(request: Request) -> dict[str, Any]:
+        _require_master(request)
+        body = await _json_object(request)
+        _only(body, ("name", "budget"))
+        return await _keys_call(runtime.add_key(body.get("name"), body.get("budget")))
+
+    async def set_key(request: Request, name: str) -> dict[str, Any]:
+        _require_master(request)
+        body = await _json_object(request)
+        _only(body, ("budget",))
+        if "budget" not in body:
+            raise HTTPException(400, 'send {"budget": 5} (dollars a day) or {"budget": null} (global budget only)')
+        return await _keys_call(runtime.set_key_budget(name, body["budget"]))
+
+    async def revoke_key(request: Request, name: str) -> dict[str, Any]:
+        _require_master(request)
+        return await _keys_call(runtime.revoke_key(name))
+
     for path, endpoint, methods in (("/ralex/budget", budget, ["GET"]), ("/ralex/budget", set_budget, ["PUT"]),
                                     ("/ralex/spend", spend, ["GET"]), ("/ralex/route", explain, ["POST"]),
-                                    ("/ralex/status", status, ["GET"])):
+                                    ("/ralex/status", status, ["GET"]), ("/ralex/keys", keys, ["GET"]),
+                                    ("/ralex/keys", add_key, ["POST"]), ("/ralex/keys/{name}", set_key, ["PUT"]),
+                                    ("/ralex/keys/{name}", revoke_key, ["DELETE"])):
         app.router.routes.insert(0, APIRoute(path, endpoint, methods=methods, include_in_schema=False,
                                              tags=["ralex"]))
+
+
+def _only(body: dict[str, Any], fields: tuple[str, ...]) -> None:
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise HTTPException(400, f"unknown field '{unknown[0]}'; use {', '.join(fields)}")
+
+
+async def _keys_call(call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """A key operation, its failures as the client's 4xx (never a 5xx for bad input)."""
+    try:
+        return await call
+    except ClientKeyError as exc:
+        raise HTTPException(400, str(exc)) from None
+    except UnknownKey as exc:
+        raise HTTPException(404, str(exc)) from None
+    except NotReady as exc:
+        raise HTTPException(503, f"Ralex is not ready ({exc})") from None

@@ -20,14 +20,21 @@ import psycopg
 from ralex.budget import budget_day
 from ralex.config import load_config
 from ralex.engine import BudgetEngine, Crossing, InFlight
+from ralex.keys import ClientKey, ClientKeyError, check_name, hash_key, new_key, parse_key_budget
 from ralex.ledger.journal import COMPACT_BYTES, Journal, replay
 from ralex.ledger.rows import LedgerRow
 from ralex.ledger.store import (
     CROSSINGS_ON_DAY,
+    INSERT_KEY,
     RECORD_CROSSING,
+    REVOKE_KEY,
+    SELECT_KEYS,
     SELECT_SETTINGS,
+    SET_KEY_BUDGET,
     SPEND_GROUPS,
+    SPENT_BY_KEY_ON_DAY,
     SPENT_ON_DAY,
+    key_from_row,
     settings_from_row,
     settings_update,
     spend_query,
@@ -48,6 +55,10 @@ class NotReady(RuntimeError):
     """The runtime could not start (Postgres away, broken prices); the message names the cause."""
 
 
+class UnknownKey(LookupError):
+    """No client key of that name; the message names the fix."""
+
+
 class ProxyRuntime:
     def __init__(self) -> None:
         self._engine: BudgetEngine | None = None
@@ -56,6 +67,9 @@ class ProxyRuntime:
         self._start_lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._http: httpx.AsyncClient | None = None
+        self._keys: dict[str, ClientKey] = {}
+        """Client keys by name (revoked ones too: they are named when used)."""
+        self._key_hashes: dict[str, ClientKey] = {}
 
     # --- lifetime --------------------------------------------------------------------------------
     @property
@@ -104,7 +118,9 @@ class ProxyRuntime:
             budget = settings_from_row(row)
             today = budget_day(clock(), budget.timezone)
             spent = await _spent_on(conn, today)
+            spent_by_key = await _spent_by_key_on(conn, today)
             crossed = [r[0] for r in await (await conn.execute(CROSSINGS_ON_DAY, (today,))).fetchall()]
+            self._set_keys([key_from_row(r) for r in await (await conn.execute(SELECT_KEYS)).fetchall()])
         self.journal = journal
         self.writer = LedgerWriter(settings.database_url, journal=journal)
         if refused:
@@ -114,7 +130,8 @@ class ProxyRuntime:
         self._engine = BudgetEngine(routing_config(self.config, self.prices), budget, spent, clock=clock,
                                     sink=self.writer.submit, hold_sink=journal.hold,
                                     sticky_ttl=self.config.routing.sticky_turn_ttl_seconds,
-                                    crossed_today=crossed, on_crossing=self._record_crossing)
+                                    crossed_today=crossed, on_crossing=self._record_crossing,
+                                    spent_by_key=spent_by_key, key_budgets=self._key_budgets())
         for coro in (self._listen(), self._sweep(), self._refresh_prices()):
             self._spawn(coro)
         log.info("ralex: budget %s/day (%s), $%.4f spent today", budget.daily_limit, budget.timezone, spent)
@@ -287,11 +304,13 @@ class ProxyRuntime:
         if row is None or engine is None:
             return
         new = settings_from_row(row)
-        spent = None
+        await self._reload_keys(conn)
+        spent = by_key = None
         if new.timezone != engine.settings.timezone:
-            spent = await _spent_on(conn, budget_day(engine.clock(), new.timezone))
+            day = budget_day(engine.clock(), new.timezone)
+            spent, by_key = await _spent_on(conn, day), await _spent_by_key_on(conn, day)
         if new != engine.settings:
-            engine.apply_settings(new, spent)
+            engine.apply_settings(new, spent, by_key)
             log.info("ralex: budget settings now %s/day (%s), caps %s", new.daily_limit, new.timezone,
                      {name: spec.max_cost_per_request for name, spec in engine.routing.aliases.items()})
 
@@ -381,11 +400,103 @@ class ProxyRuntime:
             {"day": r[0].isoformat(), "key": r[1], "requests": int(r[2]), "refusals": int(r[3]),
              "spent": float(r[4])} for r in rows]}
 
+    # --- client keys -------------------------------------------------------------------------------
+    def client_key(self, plain: str) -> ClientKey | None:
+        """The client key a bearer token is (active or revoked), by its hash; None if unknown."""
+        return self._key_hashes.get(hash_key(plain)) if plain else None
+
+    def key_active(self, name: str) -> bool:
+        key = self._keys.get(name)
+        return key is not None and key.active
+
+    def _set_keys(self, keys: list[ClientKey]) -> None:
+        self._keys = {k.name: k for k in keys}
+        self._key_hashes = {k.key_hash: k for k in keys}
+        if self._engine is not None:
+            self._engine.set_key_budgets(self._key_budgets())
+
+    def _key_budgets(self) -> dict[str, float | None]:
+        return {k.name: k.daily_budget for k in self._keys.values() if k.active}
+
+    async def _reload_keys(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        rows = await (await conn.execute(SELECT_KEYS)).fetchall()
+        keys = [key_from_row(r) for r in rows]
+        if keys != list(self._keys.values()):
+            self._set_keys(keys)
+
+    def _key_view(self, key: ClientKey, engine: BudgetEngine) -> dict[str, Any]:
+        spent, held = engine.key_usage(key.name)
+        return {"name": key.name, "daily_budget": key.daily_budget, "spent_today": round(spent, 8),
+                "held": round(held, 8),
+                "remaining": round(key.daily_budget - spent - held, 8) if key.daily_budget is not None else None,
+                "created_at": key.created_at.isoformat(),
+                "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None}
+
+    async def keys_view(self) -> dict[str, Any]:
+        """Every client key with today's spend and holds; ``agent`` and ``operator`` spend beside them."""
+        engine = await self.ready()
+        others = {name: dict(zip(("spent_today", "held"), engine.key_usage(name), strict=True))
+                  for name in ("agent", "operator")}
+        return {"day": engine.book.day.isoformat(), "resets_at": engine.snapshot().reset_at.isoformat(),
+                "keys": [self._key_view(k, engine) for k in self._keys.values()],
+                "others": {n: {k: round(v, 8) for k, v in u.items()} for n, u in others.items()}}
+
+    async def _key_write(self, query: str, params: tuple[Any, ...]) -> ClientKey | None:
+        async with await psycopg.AsyncConnection.connect(self.settings.database_url, connect_timeout=5) as conn:
+            async with conn.transaction():
+                row = await (await conn.execute(query, params)).fetchone()
+            await self._reload_keys(conn)
+        return key_from_row(row) if row is not None else None
+
+    async def add_key(self, name: object, budget: object = None) -> dict[str, Any]:
+        """Create a client key; the answer holds the plain key, which is never stored nor shown again.
+
+        Raises ClientKeyError naming the fix (bad name or budget, a name already taken)."""
+        engine = await self.ready()
+        name, limit = check_name(name), parse_key_budget(budget)
+        taken = self._keys.get(name)
+        if taken is not None:
+            raise ClientKeyError(
+                f"a key named {name!r} already exists" + (" (revoked: names are never reused, so its spend stays "
+                                                          "its own)" if not taken.active else "")
+                + f"; pick another name, e.g. {name[:36]}-2")
+        plain = new_key()
+        try:
+            key = await self._key_write(INSERT_KEY, (name, hash_key(plain), limit))
+        except psycopg.errors.UniqueViolation:
+            raise ClientKeyError(f"a key named {name!r} already exists; pick another name") from None
+        assert key is not None
+        return {**self._key_view(key, engine), "key": plain}
+
+    async def revoke_key(self, name: object) -> dict[str, Any]:
+        """Revoke a key at once: its next request is refused with 401. Raises UnknownKey."""
+        engine = await self.ready()
+        key = await self._key_write(REVOKE_KEY, (check_name(name),))
+        if key is None:
+            raise UnknownKey(f"no key named {name!r}; see ralexctl keys list")
+        return self._key_view(key, engine)
+
+    async def set_key_budget(self, name: object, budget: object) -> dict[str, Any]:
+        """Change a key's daily sub-budget (None: the global budget only), applied to its next request."""
+        engine = await self.ready()
+        name, limit = check_name(name), parse_key_budget(budget)
+        if name in self._keys and not self._keys[name].active:
+            raise ClientKeyError(f"key {name!r} is revoked; create a new one with ralexctl keys add")
+        key = await self._key_write(SET_KEY_BUDGET, (limit, name))
+        if key is None:
+            raise UnknownKey(f"no key named {name!r}; see ralexctl keys list")
+        return self._key_view(key, engine)
+
     async def explain(self, body: dict[str, Any], remaining: float | None = None) -> dict[str, Any]:
         """The decision the proxy would take for ``body`` now (raises engine.Rejected for a bad body)."""
         engine = await self.ready()
         payload, _ = engine.explain(body, remaining)
         return {**payload, "source": "proxy", "prices": "live (OpenRouter)"}
+
+
+async def _spent_by_key_on(conn: psycopg.AsyncConnection[Any], day: date) -> dict[str, float]:
+    rows = await (await conn.execute(SPENT_BY_KEY_ON_DAY, (day,))).fetchall()
+    return {str(r[0]): float(r[1]) for r in rows}
 
 
 async def _spent_on(conn: psycopg.AsyncConnection[Any], day: date) -> float:

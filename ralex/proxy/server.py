@@ -87,9 +87,13 @@ class Gate:
                                       "(and ralexctl for the rest)", "not_found")
             return
         headers = scope.get("headers") or []
-        if path == "/metrics" and _bearer(headers) and matches(_bearer(headers), os.environ.get("RALEX_AGENT_KEY")):
-            await _respond(send, 403, "the agent key may only call the model routes", "permission_denied")
-            return
+        if path == "/metrics" and (bearer := _bearer(headers)):
+            if matches(bearer, os.environ.get("RALEX_AGENT_KEY")):
+                await _respond(send, 403, "the agent key may only call the model routes", "permission_denied")
+                return
+            if self.runtime.client_key(bearer) is not None:
+                await _respond(send, 403, "client keys may only call the model routes", "permission_denied")
+                return
         if path in CHAT_ROUTES and scope.get("method") == "POST":
             await self._chat(scope, receive, send)
             return

@@ -325,6 +325,7 @@ def test_over_budget_is_rejected_with_402_the_refusal_text_and_headers():
     assert rejected.headers == {
         "x-ralex-route": "refused",
         "x-ralex-reason": "budget",
+        "x-ralex-key": "operator",
         "x-ralex-budget-remaining": "0.000000",
         "x-ralex-budget-resets-at": "2026-11-27T00:00:00+00:00",
     }
