@@ -652,7 +652,7 @@ def _print_budget(data: dict[str, Any]) -> None:
 @app.command()
 def spend(
     days: Annotated[int, typer.Option("--days", "-d", min=1, max=366, help="How many days back.")] = 7,
-    by: Annotated[str, typer.Option("--by", help="Group by alias, model or reason.")] = "alias",
+    by: Annotated[str, typer.Option("--by", help="Group by alias, model, reason or key.")] = "alias",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
 ) -> None:
@@ -660,8 +660,8 @@ def spend(
 
     Example: ralexctl spend --days 7 --by model
     """
-    if by not in ("alias", "model", "reason"):
-        raise RalexError(f"--by {by!r}: use alias, model or reason")
+    if by not in ("alias", "model", "reason", "key"):
+        raise RalexError(f"--by {by!r}: use alias, model, reason or key")
     data = ProxyClient(find_project()).spend(days, by)
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
@@ -672,6 +672,10 @@ def spend(
     else:
         console.print(render.spend_table(data))
 
+
+from ralex_ctl.keys import keys_app  # noqa: E402  (a sub-app of its own: ralex_ctl/keys.py)
+
+app.add_typer(keys_app, name="keys")
 
 # --- alerts -----------------------------------------------------------------------------------
 

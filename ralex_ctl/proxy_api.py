@@ -67,3 +67,16 @@ class ProxyClient:
 
     def models(self) -> list[str]:
         return [m["id"] for m in self._call("GET", "/v1/models").get("data", [])]
+
+    # --- client keys (ralexctl keys) ---------------------------------------------------------------
+    def keys(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/ralex/keys"))
+
+    def add_key(self, name: str, budget: float | None) -> dict[str, Any]:
+        return dict(self._call("POST", "/ralex/keys", json={"name": name, "budget": budget}))
+
+    def revoke_key(self, name: str) -> dict[str, Any]:
+        return dict(self._call("DELETE", f"/ralex/keys/{name}"))
+
+    def set_key_budget(self, name: str, budget: float | None) -> dict[str, Any]:
+        return dict(self._call("PUT", f"/ralex/keys/{name}", json={"budget": budget}))

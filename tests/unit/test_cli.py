@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from typer.testing import CliRunner
@@ -48,7 +48,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_every_command_has_help_with_an_example():
     for command in ("init", "up", "down", "status", "attach", "logs", "dashboard", "spend", "route", "doctor",
-                    "budget set", "budget tier", "budget cap"):
+                    "budget set", "budget tier", "budget cap", "keys", "keys add", "keys list", "keys revoke",
+                    "keys budget"):
         result = runner.invoke(app, [*command.split(), "--help"])
         assert result.exit_code == 0, command
         assert "Example: ralexctl" in result.output, command
@@ -459,3 +460,109 @@ def test_doctor_names_the_variable_of_an_env_written_before_this_check(project: 
     assert problem is not None
     assert "undefined volume workspace" in problem
     assert _culprit(problem, read_env(env)) == ("RALEX_WORKSPACE", "RALEX_WORKSPACE=workspace")
+
+
+# --- keys ----------------------------------------------------------------------------------------
+
+class FakeProxy:
+    """Stands in for the running proxy's /ralex/keys routes (the integration tests use the real one)."""
+
+    calls: ClassVar[list[tuple[str, tuple[Any, ...]]]] = []
+
+    def __init__(self, project: Any, timeout: float = 10.0) -> None:
+        pass
+
+    def _key(self, name: str, budget: float | None, **extra: Any) -> dict[str, Any]:
+        return {"name": name, "daily_budget": budget, "spent_today": 0.25, "held": 0.01, "remaining": None,
+                "created_at": "2026-11-26T10:00:00+01:00", "revoked_at": None, **extra}
+
+    def add_key(self, name: str, budget: float | None) -> dict[str, Any]:
+        self.calls.append(("add", (name, budget)))
+        return self._key(name, budget, key="sk-ralex-" + "k" * 43)
+
+    def set_key_budget(self, name: str, budget: float | None) -> dict[str, Any]:
+        self.calls.append(("budget", (name, budget)))
+        return self._key(name, budget)
+
+    def revoke_key(self, name: str) -> dict[str, Any]:
+        self.calls.append(("revoke", (name,)))
+        return self._key(name, None, revoked_at="2026-11-26T11:00:00+01:00")
+
+    def keys(self) -> dict[str, Any]:
+        return {"day": "2026-11-26", "keys": [self._key("laptop-claude", 2.0),
+                                              self._key("old", None, revoked_at="2026-11-26T11:00:00+01:00")]}
+
+    def spend(self, days: int, by: str) -> dict[str, Any]:
+        self.calls.append(("spend", (days, by)))
+        return {"days": days, "by": by, "today": "2026-11-26", "rows": [
+            {"day": "2026-11-26", "key": "laptop-claude", "requests": 3, "refusals": 1, "spent": 0.5},
+            {"day": "2026-11-26", "key": "agent", "requests": 9, "refusals": 0, "spent": 1.5}]}
+
+
+@pytest.fixture
+def fake_proxy(project: Path, monkeypatch: pytest.MonkeyPatch) -> type[FakeProxy]:
+    import ralex_ctl.cli
+    import ralex_ctl.keys
+
+    (project / ".env").write_text("LITELLM_MASTER_KEY=sk-master\n")
+    FakeProxy.calls = []
+    monkeypatch.setattr(ralex_ctl.keys, "ProxyClient", FakeProxy)
+    monkeypatch.setattr(ralex_ctl.cli, "ProxyClient", FakeProxy)
+    return FakeProxy
+
+
+@pytest.mark.parametrize(("args", "fix"), [
+    (["keys", "add", "Laptop"], "use 1-40 lowercase letters, digits and '-'"),
+    (["keys", "add", "x" * 41], "use 1-40 lowercase letters"),
+    (["keys", "add", "my_key"], "use 1-40 lowercase letters"),
+    (["keys", "add", "agent"], "is reserved"),
+    (["keys", "add", "laptop", "--budget", "lots"], "give dollars like 2 or 0.50, or none"),
+    (["keys", "add", "laptop", "--budget", "-2"], "must be zero or more dollars"),
+    (["keys", "budget", "laptop", "-1"], "must be zero or more dollars"),
+    (["keys", "budget", "laptop", "two"], "is not a number"),
+    (["keys", "revoke", "Laptop!"], "use 1-40 lowercase letters"),
+    (["spend", "--by", "user"], "use alias, model, reason or key"),
+])
+def test_keys_bad_input_is_one_line_naming_the_fix_and_never_reaches_the_proxy(fake_proxy: type[FakeProxy],
+                                                                              args: list[str], fix: str):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    message = str(result.exception)
+    assert len(message.splitlines()) == 1
+    assert fix in message
+    assert fake_proxy.calls == []
+
+
+def test_keys_add_prints_the_key_once_and_list_shows_budgets_spend_and_revocation(fake_proxy: type[FakeProxy]):
+    added = runner.invoke(app, ["keys", "add", "laptop-claude", "--budget", "2"])
+    assert added.exit_code == 0, added.output
+    assert fake_proxy.calls == [("add", ("laptop-claude", 2.0))]
+    assert added.output.count("sk-ralex-" + "k" * 43) == 1
+    assert "shown only now" in added.output
+    listed = runner.invoke(app, ["keys", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "laptop-claude" in listed.output
+    assert "$2.00/day" in listed.output
+    assert "global only" in listed.output
+    assert "2026-11-26 11:00" in listed.output
+    assert "sk-ralex-" not in listed.output
+    as_json = json.loads(runner.invoke(app, ["keys", "list", "--json"]).output)
+    assert [k["name"] for k in as_json["keys"]] == ["laptop-claude", "old"]
+
+
+def test_keys_budget_and_revoke_call_the_proxy(fake_proxy: type[FakeProxy]):
+    assert runner.invoke(app, ["keys", "budget", "laptop-claude", "none"]).exit_code == 0
+    assert runner.invoke(app, ["keys", "budget", "laptop-claude", "0.5"]).exit_code == 0
+    revoked = runner.invoke(app, ["keys", "revoke", "laptop-claude"])
+    assert revoked.exit_code == 0
+    assert "revoked" in revoked.output
+    assert fake_proxy.calls == [("budget", ("laptop-claude", None)), ("budget", ("laptop-claude", 0.5)),
+                                ("revoke", ("laptop-claude",))]
+
+
+def test_spend_by_key(fake_proxy: type[FakeProxy]):
+    result = runner.invoke(app, ["spend", "--by", "key", "--csv"])
+    assert result.exit_code == 0, result.output
+    assert fake_proxy.calls == [("spend", (7, "key"))]
+    assert result.output.splitlines()[0] == "day,key,requests,refusals,spent_usd"
+    assert "2026-11-26,laptop-claude,3,1,0.50000000" in result.output
