@@ -93,3 +93,27 @@ def test_postgres_down_reports_up_0_and_recovers_without_restart():
                    what="the exporter to read the ledger again")
     finally:
         server.container.stop()
+
+
+def test_spend_per_key_and_sub_budgets_are_published_for_the_keys_of_the_day(pg: Pg):
+    dsn = pg.new_database()
+    reader = ledger(dsn)
+    with psycopg.connect(dsn) as conn:
+        for name, budget, revoked in (("laptop", 2.0, False), ("ci", None, False), ("old", 1.0, True),
+                                      ("gone", 1.0, True)):
+            conn.execute("INSERT INTO client_keys (name, key_hash, daily_budget_usd, revoked_at) VALUES"
+                         " (%s, %s, %s, CASE WHEN %s THEN now() END)", (name, f"{len(name):064x}", budget, revoked))
+        laptop = rows(0.5, 0.25)
+        old = rows(0.125)
+        for row in laptop:
+            row.key_name = "laptop"
+        old[0].key_name = "old"  # revoked today: its spend stays on today's chart
+        insert_rows(conn, laptop + old + rows(1.0) + rows(0.0, alias="", kind="refused", status="refused"))
+        conn.commit()
+    m = scrape(LedgerCollector(reader))
+    spend = {dict(labels)["key"]: v for (name, labels), v in m.items() if name == "ralex_key_spend_today_usd"}
+    assert spend == {"laptop": pytest.approx(0.75), "old": pytest.approx(0.125), "agent": pytest.approx(1.0),
+                     "ci": 0.0}  # "gone" was revoked and spent nothing today: no series
+    budgets = {dict(labels)["key"]: v for (name, labels), v in m.items() if name == "ralex_key_budget_usd"}
+    assert budgets == {"laptop": 2.0}  # revoked keys' sub-budgets no longer apply
+    assert m[("ralex_budget_spent_today_usd", ())] == pytest.approx(1.875)
