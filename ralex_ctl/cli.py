@@ -30,6 +30,8 @@ from ralex.budget import BUDGET_TIERS, BudgetError, parse_budget, parse_caps, us
 from ralex_ctl import board, render, stack
 from ralex_ctl.board import Verdict as Check
 from ralex_ctl.errors import RalexError
+from ralex_ctl.keys import keys_app
+from ralex_ctl.keys import summary_line as keys_summary
 from ralex_ctl.project import (
     REQUIRED,
     Project,
@@ -472,6 +474,8 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
                       f"folder its own COMPOSE_PROJECT_NAME in {project.env_path}", highlight=False)
     if budget:
         console.print(render.budget_line(budget))
+        if keys_line := keys_summary(budget):
+            console.print(keys_line, highlight=False)
     elif problem:
         console.print(f"[yellow]budget unavailable:[/yellow] {problem}")
     else:
@@ -673,9 +677,7 @@ def spend(
         console.print(render.spend_table(data))
 
 
-from ralex_ctl.keys import keys_app  # noqa: E402  (a sub-app of its own: ralex_ctl/keys.py)
-
-app.add_typer(keys_app, name="keys")
+app.add_typer(keys_app, name="keys")  # ralexctl keys ...: ralex_ctl/keys.py
 
 # --- alerts -----------------------------------------------------------------------------------
 

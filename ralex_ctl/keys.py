@@ -53,6 +53,16 @@ def budget_text(key: dict[str, Any]) -> str:
     return usd(key["daily_budget"]) + "/day" if key.get("daily_budget") is not None else "global only"
 
 
+def summary_line(budget: dict[str, Any]) -> str | None:
+    """One line for `ralexctl status`: each active key's spend today against its sub-budget."""
+    keys = budget.get("keys") or []
+    if not keys:
+        return None
+    parts = [f"{k['name']} {usd(k['spent_today'])}" + (f"/{usd(k['daily_budget'])}" if k.get("daily_budget")
+                                                       is not None else "") for k in keys]
+    return "keys today: " + ", ".join(parts)
+
+
 @keys_app.command("add")
 def keys_add(
     name: NameArg,

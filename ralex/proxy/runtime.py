@@ -365,6 +365,7 @@ class ProxyRuntime:
                               "max_cost_per_request": spec.max_cost_per_request}
                        for name, spec in engine.routing.aliases.items()},
             "settings_updated_at": engine.settings.updated_at.isoformat() if engine.settings.updated_at else None,
+            "keys": [self._key_view(k, engine) for k in self._keys.values() if k.active],
             "ledger": {
                 "pending": writer.pending if writer else 0,
                 "lag_seconds": writer.lag_seconds if writer else 0.0,

@@ -63,6 +63,7 @@ def test_a_key_is_shown_once_stored_hashed_and_its_spend_attributed(live: Proxy,
     view = key_view(live, name)
     assert (view["daily_budget"], view["revoked_at"]) == (2.0, None)
     assert view["spent_today"] == pytest.approx(float(row["cost_usd"]))
+    assert name in [k["name"] for k in live.budget()["keys"]]  # ralexctl status's one line per key
     with psycopg.connect(live.dsn) as conn:  # the ledger holds a hash, not the key
         [(key_hash,)] = conn.execute("SELECT key_hash FROM client_keys WHERE name = %s", (name,)).fetchall()
     assert key not in key_hash

@@ -566,3 +566,12 @@ def test_spend_by_key(fake_proxy: type[FakeProxy]):
     assert fake_proxy.calls == [("spend", (7, "key"))]
     assert result.output.splitlines()[0] == "day,key,requests,refusals,spent_usd"
     assert "2026-11-26,laptop-claude,3,1,0.50000000" in result.output
+
+
+def test_status_shows_one_line_of_key_spend_when_there_are_keys():
+    from ralex_ctl.keys import summary_line
+
+    assert summary_line({"keys": []}) is None
+    assert summary_line({"keys": [{"name": "laptop", "spent_today": 0.5, "daily_budget": 2.0},
+                                  {"name": "ci", "spent_today": 0.0, "daily_budget": None}]}
+                        ) == "keys today: laptop $0.50/$2.00, ci $0.00"
