@@ -78,6 +78,26 @@ def test_a_key_is_shown_once_stored_hashed_and_its_spend_attributed(live: Proxy,
     assert {"operator", "agent", name} <= set(by_key)
 
 
+def test_a_fallback_and_a_cut_stream_are_charged_to_the_key(live: Proxy, upstream: Fake):
+    name = unique("stream")
+    key = add_key(live, name, 3)  # above $2 left on the key and the day: smart may be the fallback
+    upstream.faults({"kind": "status", "status": 503, "model": "google/gemini-2.5-flash-lite"})
+    fell_back = key_chat(live, key, "add a docstring", max_tokens=300)
+    assert fell_back.status_code == 200, fell_back.text
+    row = live.row(fell_back)
+    assert (row["key_name"], row["alias_routed"], row["fallback"]) == (name, "smart", True)
+    upstream.faults({"kind": "slow", "chunk_delay": 0.5, "times": None})
+    with httpx.stream("POST", f"{live.url}v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                      json={"model": "cheap", "stream": True, "messages": HI}, timeout=30) as cut:
+        request_id = cut.headers["x-ralex-request-id"]
+        next(cut.iter_lines())  # one line, then the client leaves
+    [cancelled] = wait_until(lambda: live.ledger("request_id = %s", (request_id,)), 30, what="the cut stream's row")
+    assert (cancelled["key_name"], cancelled["status"]) == (name, "cancelled")
+    wait_until(lambda: live.budget()["in_flight"] == 0, 30, what="every hold settled")
+    charged = sum(float(r["cost_usd"]) for r in live.ledger("key_name = %s", (name,)))
+    assert key_view(live, name)["spent_today"] == pytest.approx(charged, abs=1e-8)
+
+
 def test_a_revoked_key_gets_401_naming_it_and_an_unknown_key_401(live: Proxy, upstream: Fake):
     name = unique("ci")
     key = add_key(live, name)
