@@ -64,6 +64,8 @@ def test_rows_queued_while_postgres_is_away_survive_a_proxy_restart(upstream: Fa
         server.container.get_wrapped_container().stop(timeout=2)
         responses = [proxy.chat(f"add a docstring to function {i}", model="cheap") for i in range(20)]
         assert {r.status_code for r in responses} == {200}
+        # each row is queued by LiteLLM's success callback, which runs after the answer is sent
+        wait_until(lambda: proxy.budget()["in_flight"] == 0, 10, what="the 20 requests to settle")
         assert proxy.budget()["ledger"]["pending"] == 20
         proxy.process.send_signal(signal.SIGTERM)
         proxy.process.wait(20)
