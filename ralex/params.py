@@ -265,6 +265,269 @@ def forwardable(body: object) -> dict[str, Any]:
     return out
 
 
-def refused_in(data: Mapping[str, Any]) -> str | None:
+def refused_in(data: Mapping[str, Any], refused: Mapping[str, str] = REFUSED) -> str | None:
     """The first refused parameter present in a request as the proxy holds it (defence in depth)."""
-    return next((name for name in REFUSED if data.get(name) not in (None, {}, [])), None)
+    return next((name for name in refused if data.get(name) not in (None, {}, [])), None)
+
+
+# --- the other APIs coding agents speak -------------------------------------------------------------
+# LiteLLM translates both to an OpenRouter chat completion (/v1/responses through its chat bridge,
+# set on every deployment); the allow-lists below keep what that translation turns into budgeted
+# chat parameters. "Neutralized" fields are what a real client sends by default that would raise the
+# bill (thinking, reasoning effort, a web search tool): they are removed, and the answer says so in
+# ``x-ralex-dropped``, so Claude Code and Codex work unchanged without costing more than the hold.
+
+APIS: Final = ("chat", "messages", "responses")
+"""The request shapes Ralex serves: OpenAI chat completions, Anthropic Messages, OpenAI Responses."""
+
+_SERVER_STATE: Final = "server-side state grows the prompt beyond what the request shows, so the hold cannot bound it"
+_TOOL_CALLS: Final = "server-side tool calls are billed apart from tokens"
+REFUSED_ELSEWHERE: Final[Mapping[str, str]] = {
+    **REFUSED,
+    "n": "Ralex holds the budget for one answer per request; send several requests instead",
+    "max_completion_tokens": "the output cap is Ralex's own (max_tokens / max_output_tokens)",
+    "use_chat_completions_api": "the upstream API is the proxy's own choice",
+    "previous_response_id": _SERVER_STATE, "conversation": _SERVER_STATE, "prompt": _SERVER_STATE,
+    "background": "background responses run unwatched, after the request that held their budget",
+    "max_tool_calls": _TOOL_CALLS, "mcp_servers": _TOOL_CALLS, "container": _TOOL_CALLS,
+    "truncation": "the proxy does not let the upstream rewrite the conversation",
+    "top_logprobs": "log probabilities are not served on this API",
+}
+"""Refused on /v1/messages and /v1/responses, with the reason given to the client."""
+
+
+def _text(name: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise RequestError(f"'{name}' must be a string, got {_kind(value)}")
+
+
+def _object(name: str, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise RequestError(f"'{name}' must be an object, got {_kind(value)}")
+    return value
+
+
+def _list(name: str, value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise RequestError(f"'{name}' must be a list, got {_kind(value)}")
+    return value
+
+
+def _data_image(where: str, url: Any) -> None:
+    if not isinstance(url, str):
+        raise RequestError(f"{where} must be a data URL (\"data:image/...;base64,...\")")
+    if not url.startswith("data:"):
+        raise RequestError(f"{where}: {REMOTE_IMAGE}")
+
+
+ANTHROPIC_BLOCKS: Final = frozenset({"text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking"})
+
+
+def _anthropic_blocks(where: str, content: Any, allowed: frozenset[str] = ANTHROPIC_BLOCKS) -> None:
+    if isinstance(content, str):
+        return
+    for j, block in enumerate(_list(where, content)):
+        kind = block.get("type") if isinstance(block, Mapping) else None
+        if not isinstance(kind, str) or kind not in allowed:
+            shown = kind if isinstance(kind, str) else _kind(block)
+            raise RequestError(f"{where}[{j}] is a {shown!r} block; Ralex forwards "
+                               + ", ".join(sorted(allowed)) + " blocks only")
+        if kind == "text":
+            _text(f"{where}[{j}].text", block.get("text"))
+        elif kind == "image":
+            source = _object(f"{where}[{j}].source", block.get("source"))
+            if source.get("type") != "base64" or not isinstance(source.get("data"), str):
+                raise RequestError(f"{where}[{j}].source must be {{\"type\": \"base64\", \"media_type\", \"data\"}}: "
+                                   f"{REMOTE_IMAGE}")
+        elif kind == "tool_use":
+            _text(f"{where}[{j}].name", block.get("name"))
+        elif kind == "tool_result":
+            _anthropic_blocks(f"{where}[{j}].content", block.get("content", ""), frozenset({"text", "image"}))
+
+
+def check_anthropic_system(name: str, value: Any) -> None:
+    _anthropic_blocks("system", value, frozenset({"text"}))
+
+
+def check_anthropic_tools(name: str, value: Any) -> None:
+    for i, tool in enumerate(_list("tools", value)):
+        tool = _object(f"tools[{i}]", tool)
+        kind = tool.get("type", "custom")
+        if kind != "custom":
+            raise RequestError(f"tools[{i}] is the server tool {kind!r}: {_TOOL_CALLS}; "
+                               "Ralex forwards client tools {name, description, input_schema} only")
+        _text(f"tools[{i}].name", tool.get("name"))
+        if "input_schema" in tool:
+            _object(f"tools[{i}].input_schema", tool["input_schema"])
+
+
+def _anthropic_tool_choice(name: str, value: Any) -> None:
+    choice = _object("tool_choice", value)
+    if choice.get("type") not in ("auto", "any", "none", "tool"):
+        raise RequestError("'tool_choice' must be {\"type\": \"auto\" | \"any\" | \"none\" | \"tool\", ...}")
+
+
+MESSAGES_FORWARDED: Final[Mapping[str, Check]] = {
+    "max_tokens": _positive, "stream": _boolean, "temperature": _number, "top_p": _number, "top_k": _integer,
+    "stop_sequences": _stop, "system": check_anthropic_system, "tools": check_anthropic_tools,
+    "tool_choice": _anthropic_tool_choice,
+}
+"""/v1/messages parameters forwarded once checked (``model`` and ``messages`` on their own)."""
+MESSAGES_DROPPED: Final = frozenset({"metadata"})
+MESSAGES_NEUTRALIZED: Final = frozenset({"thinking", "output_config", "context_management"})
+"""Claude Code sends these by default; LiteLLM would turn thinking and effort into reasoning_effort."""
+ANTHROPIC_ROLES: Final = frozenset({"user", "assistant", "system"})
+
+
+def check_anthropic_messages(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("'messages' must be a non-empty list of {role, content} objects")
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping) or message.get("role") not in ANTHROPIC_ROLES:
+            raise RequestError(f"messages[{i}] must be an object with a role: " + ", ".join(sorted(ANTHROPIC_ROLES)))
+        unknown = sorted(str(k) for k in set(message) - {"role", "content"})
+        if unknown:
+            raise RequestError(f"messages[{i}] has unknown field '{unknown[0]}'; a message holds role and content")
+        _anthropic_blocks(f"messages[{i}].content", message.get("content"))
+    return messages
+
+
+RESPONSES_ITEMS: Final = frozenset({"message", "function_call", "function_call_output", "reasoning"})
+RESPONSES_ROLES: Final = frozenset({"user", "assistant", "system", "developer"})
+RESPONSES_PARTS: Final = frozenset({"input_text", "output_text", "refusal", "input_image"})
+
+
+def check_responses_input(body: Mapping[str, Any]) -> None:
+    value = body.get("input")
+    if isinstance(value, str):
+        return
+    if not isinstance(value, list) or not value:
+        raise RequestError("'input' must be a string or a non-empty list of input items")
+    for i, item in enumerate(value):
+        where = f"input[{i}]"
+        if not isinstance(item, Mapping):
+            raise RequestError(f"{where} must be an object")
+        kind = item.get("type", "message")
+        if kind not in RESPONSES_ITEMS:
+            raise RequestError(f"{where} is a {kind!r} item; Ralex forwards " + ", ".join(sorted(RESPONSES_ITEMS))
+                               + " items only")
+        if kind == "message":
+            if item.get("role") not in RESPONSES_ROLES:
+                raise RequestError(f"{where}.role must be one of " + ", ".join(sorted(RESPONSES_ROLES)))
+            content = item.get("content")
+            if isinstance(content, str):
+                continue
+            for j, part in enumerate(_list(f"{where}.content", content)):
+                part_kind = part.get("type") if isinstance(part, Mapping) else None
+                if part_kind not in RESPONSES_PARTS:
+                    raise RequestError(f"{where}.content[{j}] is a {part_kind!r} part; Ralex forwards "
+                                       + ", ".join(sorted(RESPONSES_PARTS)) + " parts only")
+                if part_kind == "input_image":
+                    _data_image(f"{where}.content[{j}].image_url", part.get("image_url"))
+        elif kind in ("function_call", "function_call_output"):
+            _text(f"{where}.call_id", item.get("call_id"))
+
+
+def _responses_tools(name: str, value: Any) -> None:
+    for i, tool in enumerate(_list("tools", value)):
+        tool = _object(f"tools[{i}]", tool)
+        kind = tool.get("type")
+        if kind == "function":
+            _text(f"tools[{i}].name", tool.get("name"))
+        elif kind == "namespace":
+            inner = _list(f"tools[{i}].tools", tool.get("tools"))
+            if not all(isinstance(t, Mapping) and t.get("type") == "function" for t in inner):
+                raise RequestError(f"tools[{i}] is a namespace of non-function tools: {_TOOL_CALLS}")
+        elif kind not in WEB_SEARCH_TOOLS:
+            raise RequestError(f"tools[{i}] is a {kind!r} tool: {_TOOL_CALLS}; Ralex forwards function tools only")
+
+
+WEB_SEARCH_TOOLS: Final = frozenset({"web_search", "web_search_preview"})
+"""Codex offers web search by default; Ralex removes the tool (and says so) rather than refuse Codex."""
+
+
+def _responses_tool_choice(name: str, value: Any) -> None:
+    if value in ("none", "auto", "required"):
+        return
+    if isinstance(value, Mapping) and value.get("type") == "function" and isinstance(value.get("name"), str):
+        return
+    raise RequestError("'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"name\"}")
+
+
+def _store(name: str, value: Any) -> None:
+    if value is not False:
+        raise RequestError(f"'store' must be false: {_SERVER_STATE}")
+
+
+def _text_options(name: str, value: Any) -> None:
+    extra = sorted(str(k) for k in set(_object("text", value)) - {"format"})
+    if extra:
+        raise RequestError(f"parameter 'text.{extra[0]}' is not allowed: Ralex forwards text.format only "
+                           "(verbosity is billed as extra output)")
+
+
+RESPONSES_FORWARDED: Final[Mapping[str, Check]] = {
+    "instructions": _text, "max_output_tokens": _positive, "stream": _boolean,
+    "temperature": _number, "top_p": _number, "tools": _responses_tools, "tool_choice": _responses_tool_choice,
+    "parallel_tool_calls": _boolean, "text": _text_options,
+}
+"""/v1/responses parameters forwarded once checked (``input`` is checked on its own)."""
+RESPONSES_DROPPED: Final = frozenset({"store", "include", "prompt_cache_key", "client_metadata", "metadata", "user",
+                                      "safety_identifier"})
+RESPONSES_NEUTRALIZED: Final = frozenset({"reasoning"})
+"""Codex sends a reasoning effort by default; the bridge would forward it as reasoning_effort."""
+
+
+def _forwardable_api(body: object, forwarded: Mapping[str, Check], dropped: frozenset[str],
+                     neutralized: frozenset[str], content: str) -> tuple[dict[str, Any], list[str]]:
+    if not isinstance(body, Mapping):
+        raise RequestError(f"the request body must be a JSON object, got {_kind(body)}")
+    check_model(body)
+    out: dict[str, Any] = {}
+    removed: list[str] = []
+    for name, value in body.items():
+        if name in ("model", content):
+            out[name] = value
+        elif name in neutralized:
+            removed.append(name)
+        elif name == "store":
+            _store(name, value)
+        elif name in dropped:
+            continue
+        elif name in REFUSED_ELSEWHERE:
+            raise RequestError(f"parameter '{name}' is not allowed: {REFUSED_ELSEWHERE[name]}")
+        elif (check := forwarded.get(name)) is not None:
+            if value is not None:
+                check(name, value)
+                out[name] = value
+        else:
+            shown = name if len(name) <= 40 else name[:37] + "..."
+            raise RequestError(f"unknown parameter '{shown}'; Ralex forwards only model, {content}, "
+                               f"{', '.join(k for k in forwarded if k != content)}")
+    return out, removed
+
+
+def forwardable_messages(body: object) -> tuple[dict[str, Any], list[str]]:
+    """An Anthropic Messages body Ralex may forward, and the neutralized fields it removed."""
+    out, removed = _forwardable_api(body, MESSAGES_FORWARDED, MESSAGES_DROPPED, MESSAGES_NEUTRALIZED, "messages")
+    check_anthropic_messages(out)
+    return out, removed
+
+
+def forwardable_responses(body: object) -> tuple[dict[str, Any], list[str]]:
+    """An OpenAI Responses body Ralex may forward, and the neutralized fields or tools it removed."""
+    out, removed = _forwardable_api(body, RESPONSES_FORWARDED, RESPONSES_DROPPED, RESPONSES_NEUTRALIZED, "input")
+    if "input" not in out:
+        raise RequestError("the request has no 'input'; send a string or a list of input items")
+    check_responses_input(out)
+    tools = out.get("tools")
+    if tools:
+        kept = [t for t in tools if t.get("type") not in WEB_SEARCH_TOOLS]
+        if len(kept) != len(tools):
+            removed.append("tools.web_search")
+            out["tools"] = kept
+        if not kept:
+            del out["tools"]
+            out.pop("tool_choice", None)
+    return out, removed

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ralex.media import ImageError, data_url_image_size, image_tokens_bound
-from ralex.params import RequestError, check_messages, check_model
+from ralex.params import APIS, RequestError, check_messages, check_model
 
-__all__ = ["ChatRequest", "RequestError", "content_text", "estimate_prompt_tokens", "task_text"]
+__all__ = ["ChatRequest", "RequestError", "chat_view", "content_text", "estimate_prompt_tokens", "task_text"]
 
 _REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL | re.IGNORECASE)
 _HOUSEKEEPING = re.compile(
@@ -166,6 +166,125 @@ def session_key(messages: Sequence[Mapping[str, Any]]) -> str:
     return ""
 
 
+# --- one bound for every API: other shapes are read as the chat request they translate to -------------
+
+_PLAIN_KEYS: Final = {"text": frozenset({"type", "text", "cache_control"}),
+                      "input_text": frozenset({"type", "text", "cache_control"}),
+                      "output_text": frozenset({"type", "text"}),
+                      "image": frozenset({"type", "source", "cache_control"}),
+                      "input_image": frozenset({"type", "image_url", "detail"})}
+
+
+def _dump(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _parts(content: object) -> list[dict[str, Any]]:
+    """Chat parts holding every byte of an Anthropic or Responses content list (images as data URLs).
+
+    What has no chat equivalent (tool calls, thinking, reasoning, unknown fields) becomes a text part
+    of its JSON, so the bound counts it whole; a tool result's own content is read the same way.
+    """
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, Sequence):
+        return [{"type": "text", "text": _dump(content)}]
+    parts: list[dict[str, Any]] = []
+    for block in content:
+        if not isinstance(block, Mapping):
+            parts.append({"type": "text", "text": _dump(block)})
+            continue
+        kind = block.get("type")
+        cache = {"cache_control": block["cache_control"]} if "cache_control" in block else {}
+        if kind in ("text", "input_text", "output_text") and isinstance(block.get("text"), str):
+            parts.append({"type": "text", "text": block["text"], **cache})
+        elif kind == "image" and isinstance(block.get("source"), Mapping):
+            source = block["source"]
+            url = f"data:{source.get('media_type', '')};base64,{source.get('data', '')}"
+            parts.append({"type": "image_url", "image_url": {"url": url}, **cache})
+        elif kind == "input_image":
+            parts.append({"type": "image_url", "image_url": {"url": block.get("image_url")}})
+        elif kind == "tool_result":
+            parts.extend(_parts(block.get("content")))
+            rest = {k: v for k, v in block.items() if k not in ("content", "cache_control")}
+            parts.append({"type": "text", "text": _dump(rest), **cache})
+            continue
+        else:
+            parts.append({"type": "text", "text": _dump(block), **cache})
+            continue
+        extra = {k: v for k, v in block.items() if k not in _PLAIN_KEYS.get(str(kind), ())}
+        if extra:
+            parts.append({"type": "text", "text": _dump(extra)})
+    return parts
+
+
+def _anthropic_view(body: Mapping[str, Any]) -> tuple[list[dict[str, Any]], int | None]:
+    messages: list[dict[str, Any]] = []
+    if body.get("system") is not None:
+        messages.append({"role": "system", "content": _parts(body["system"])})
+    for message in body.get("messages") or ():
+        role, content = message.get("role"), message.get("content")
+        blocks = content if isinstance(content, list) else []
+        if role == "user" and any(isinstance(b, Mapping) and b.get("type") == "tool_result" for b in blocks):
+            # a tool step, not a new user turn: keeps the turn (sticky routing) and the task text
+            results = [b for b in blocks if isinstance(b, Mapping) and b.get("type") == "tool_result"]
+            steps: list[dict[str, Any]] = [
+                {"role": "tool", "tool_call_id": str(b.get("tool_use_id", "")), "content": _parts([b])}
+                for b in results]
+            steps[-1]["content"].extend(_parts([b for b in blocks if b not in results]))
+            messages.extend(steps)
+            continue
+        messages.append({"role": role if role in ("user", "assistant") else "system", "content": _parts(content)})
+    return messages, body.get("max_tokens")
+
+
+def _responses_view(body: Mapping[str, Any]) -> tuple[list[dict[str, Any]], int | None]:
+    messages: list[dict[str, Any]] = []
+    if body.get("instructions") is not None:
+        messages.append({"role": "system", "content": _parts(body["instructions"])})
+    items = body.get("input")
+    for item in [{"role": "user", "content": items}] if isinstance(items, str) else items or ():
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = item.get("role")
+            rest = {k: v for k, v in item.items() if k not in ("type", "role", "content", "id", "status")}
+            parts = _parts(item.get("content")) + ([{"type": "text", "text": _dump(rest)}] if rest else [])
+            messages.append({"role": role if role in ("user", "assistant") else "system", "content": parts})
+        elif kind == "function_call_output":
+            messages.append({"role": "tool", "tool_call_id": str(item.get("call_id", "")),
+                             "content": [{"type": "text", "text": _dump(item)}]})
+        else:  # function calls and reasoning: assistant steps, counted whole
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": _dump(item)}]})
+    return messages, body.get("max_output_tokens")
+
+
+def chat_view(body: Mapping[str, Any], api: str) -> Mapping[str, Any]:
+    """The chat request an Anthropic Messages or OpenAI Responses body translates to, for the policy.
+
+    Every text, tool and image part of the original is in the view (tool calls, reasoning and unknown
+    fields as their JSON), so :func:`estimate_prompt_tokens` bounds the translated prompt from above;
+    a cache breakpoint anywhere keeps the cache-write price. Pure; ``api`` is one of :data:`APIS`.
+    """
+    if api == "chat":
+        return body
+    if api not in APIS:
+        raise RequestError(f"unknown API {api!r}; Ralex serves " + ", ".join(APIS))
+    messages, max_tokens = _anthropic_view(body) if api == "messages" else _responses_view(body)
+    if not messages:
+        raise RequestError("the request holds no messages")
+    tools = body.get("tools")
+    if "cache_control" in _dump(tools or []) or any("cache_control" in m for m in messages):
+        messages[0]["cache_control"] = {"type": "ephemeral"}
+    view: dict[str, Any] = {"model": body.get("model"), "messages": messages, "stream": body.get("stream")}
+    if tools:
+        view["tools"] = tools
+    if max_tokens is not None:
+        view["max_tokens"] = max_tokens
+    return view
+
+
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
     """What the policy needs to know about one chat completion request."""
@@ -180,7 +299,9 @@ class ChatRequest:
     stream: bool
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> ChatRequest:
+    def from_body(cls, body: Mapping[str, Any], api: str = "chat") -> ChatRequest:
+        """Read a request of any served API (:data:`ralex.params.APIS`) through its chat view."""
+        body = chat_view(body, api)
         model = check_model(body)
         messages = check_messages(body)
         return cls(

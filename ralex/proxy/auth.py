@@ -24,8 +24,8 @@ from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
 from ralex.keys import AGENT, OPERATOR, ClientKey
 from ralex.proxy.runtime import NotReady, runtime
 
-AGENT_ROUTES: Final = frozenset({"/v1/chat/completions", "/chat/completions", "/v1/models", "/models",
-                                 "/ralex/status"})
+AGENT_ROUTES: Final = frozenset({"/v1/chat/completions", "/chat/completions", "/v1/messages", "/v1/responses",
+                                 "/v1/messages/count_tokens", "/v1/models", "/models", "/ralex/status"})
 """The only paths the agent key may call (exact: LiteLLM's pass-through routes such as
 /openrouter/v1/chat/completions end the same way and would bypass the budget)."""
 

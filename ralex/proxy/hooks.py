@@ -3,12 +3,15 @@
 Wired in the generated LiteLLM config as ``litellm_settings.callbacks: [ralex.proxy.hooks.handler]``;
 the state lives in :data:`ralex.proxy.runtime.runtime`.
 
-- ``async_pre_call_hook``: route + reserve (or refuse with 400/402); the upstream call is built
-  from the decision: model, max_tokens, fallbacks; every override LiteLLM would take from the
-  client (retries, timeouts, credentials, tags) is removed.
+- ``async_pre_call_hook``: route + reserve (or refuse with 400/402) for the call types of the three
+  served APIs (chat completions, Anthropic messages, OpenAI responses; any other is a 400); the
+  upstream call is built from the decision: model, the output cap in that API's own field,
+  fallbacks; every override LiteLLM would take from the client (retries, timeouts, credentials,
+  tags) is removed. Ralex's request key goes where LiteLLM keeps its own bookkeeping.
 - ``async_post_call_response_headers_hook``: ``x-ralex-*`` headers explaining the decision.
 - ``async_post_call_streaming_iterator_hook``: notes the generation id and whether the stream
-  finished; a stream cut short is settled from OpenRouter's generation record (else the hold).
+  finished (chat chunks, Anthropic SSE frames or Responses events); a stream cut short is settled
+  from OpenRouter's generation record (else the hold).
 - ``async_log_success_event``: settle to the real cost (OpenRouter's ``usage.cost``).
 - ``async_log_failure_event`` / ``async_post_call_failure_hook``: attempts the upstream refused
   cost nothing; attempts it may have generated (timeouts, dropped connections) cost their hold.
@@ -17,17 +20,20 @@ the state lives in :data:`ralex.proxy.runtime.runtime`.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncGenerator
 from typing import Any, Final
 
 from fastapi import HTTPException
 from litellm.exceptions import APIConnectionError, Timeout
 from litellm.integrations.custom_logger import CustomLogger
+from litellm.responses.utils import ResponsesAPIRequestUtils
 
 from ralex.engine import Rejected
 from ralex.keys import AGENT, OPERATOR
-from ralex.params import REFUSED, refused_in
+from ralex.params import REFUSED, REFUSED_ELSEWHERE, refused_in
 from ralex.proxy.auth import attributed_to
+from ralex.proxy.exchange import owe
 from ralex.proxy.runtime import NotReady, runtime
 
 log = logging.getLogger("ralex.proxy")
@@ -36,7 +42,11 @@ if not logging.getLogger("ralex").handlers:  # LiteLLM configures only its own l
     _handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     logging.getLogger("ralex").addHandler(_handler)
     logging.getLogger("ralex").setLevel(logging.INFO)
-CHAT_CALLS: Final = frozenset({"completion", "acompletion"})
+CALL_APIS: Final = {"completion": "chat", "acompletion": "chat", "anthropic_messages": "messages",
+                    "aresponses": "responses"}
+"""The call types Ralex admits and settles, and the request shape each carries; any other is refused."""
+OUTPUT_CAP: Final = {"chat": "max_tokens", "messages": "max_tokens", "responses": "max_output_tokens"}
+"""Where each API takes its output cap (LiteLLM drops max_tokens on /v1/responses: uncapped)."""
 META_KEY: Final = "ralex_request_id"
 META_HEADERS: Final = "ralex_headers"
 CLIENT_OVERRIDES: Final = ("num_retries", "timeout", "stream_timeout", "client_side_timeout", "disable_fallbacks",
@@ -44,11 +54,80 @@ CLIENT_OVERRIDES: Final = ("num_retries", "timeout", "stream_timeout", "client_s
                            "mock_response", "mock_testing_fallbacks", "user")
 """Keys LiteLLM fills from request headers or the body that would change the upstream call."""
 BILLABLE_STATUS: Final = frozenset({408, 499, 524})
+_MESSAGE_STOP: Final = re.compile(r"(?:^|\n)event: *message_stop\b")
+"""The last event of a complete Anthropic stream (LiteLLM's translation emits it once the upstream finished)."""
 
 
 def _metadata(kwargs: dict[str, Any]) -> dict[str, Any]:
     params = kwargs.get("litellm_params") or {}
     return params.get("metadata") or kwargs.get("metadata") or {}
+
+
+def _slot(data: dict[str, Any]) -> str:
+    """Where LiteLLM keeps its bookkeeping for this request: ``metadata`` is the API's own field on
+    /v1/messages and /v1/responses (forwarded upstream there), ``litellm_metadata`` the proxy's."""
+    return "litellm_metadata" if "litellm_metadata" in data else "metadata"
+
+
+def _ours(data: dict[str, Any]) -> dict[str, Any]:
+    for slot in ("litellm_metadata", "metadata"):
+        found = data.get(slot)
+        if isinstance(found, dict) and META_KEY in found:
+            return found
+    return {}
+
+
+def _header_generation_id(response: Any) -> str | None:
+    """The ``X-Generation-Id`` header OpenRouter answered with, as LiteLLM keeps it."""
+    hidden = getattr(response, "_hidden_params", None)
+    headers = hidden.get("additional_headers") if isinstance(hidden, dict) else None
+    found = headers.get("llm_provider-x-generation-id") if isinstance(headers, dict) else None
+    return found if isinstance(found, str) and found else None
+
+
+def _generation_id(response: Any) -> str | None:
+    """OpenRouter's generation id: the header, else the answer's id (a translated /v1/messages answer
+    has an id of LiteLLM's own, so the header comes first)."""
+    ident = getattr(response, "id", None)
+    return _header_generation_id(response) or (ident if isinstance(ident, str) and ident else None)
+
+
+def _translated_generation_id(stream: Any) -> str | None:
+    """A /v1/messages stream is LiteLLM's translation of an OpenRouter chat stream: the generation id is
+    in the upstream's header, or the id of the chat chunks it has read so far."""
+    found = _header_generation_id(stream)
+    if found:
+        return found
+    chunks = getattr(stream, "chunks", None)
+    ident = getattr(chunks[0], "id", None) if isinstance(chunks, list) and chunks else None
+    return ident if isinstance(ident, str) and ident else None
+
+
+def _responses_generation_id(ident: Any) -> str | None:
+    """The upstream id inside a /v1/responses id (LiteLLM encodes provider, deployment and id in it)."""
+    if not isinstance(ident, str) or not ident:
+        return None
+    if ident.startswith("resp_"):
+        try:
+            ident = ResponsesAPIRequestUtils.decode_responses_api_response_id(ident).get("response_id")
+        except Exception:
+            return None
+    return ident if isinstance(ident, str) and ident and not ident.startswith("resp_") else None
+
+
+def _stream_state(chunk: Any) -> tuple[str | None, bool]:
+    """(generation id, finished) read from one streamed chunk of any served API."""
+    if isinstance(chunk, bytes | str):  # /v1/messages: Anthropic SSE frames (the answer's text is JSON-escaped)
+        text = chunk.decode(errors="replace") if isinstance(chunk, bytes) else chunk
+        return None, _MESSAGE_STOP.search(text) is not None
+    kind = getattr(chunk, "type", None)
+    if isinstance(kind, str) and kind.startswith("response."):  # /v1/responses: typed events
+        generation = _responses_generation_id(getattr(getattr(chunk, "response", None), "id", None))
+        return generation, kind in ("response.completed", "response.incomplete", "response.failed")
+    ident = getattr(chunk, "id", None)
+    choices = getattr(chunk, "choices", None) or ()
+    return (ident if isinstance(ident, str) and ident else None,
+            any(getattr(c, "finish_reason", None) for c in choices))
 
 
 def _real_cost(response: Any) -> float | None:
@@ -77,10 +156,12 @@ def may_be_billed(exc: BaseException | None) -> bool:
 class RalexHooks(CustomLogger):
     async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict[str, Any],
                                   call_type: Any) -> dict[str, Any]:
-        if call_type not in CHAT_CALLS:
-            raise HTTPException(400, f"Ralex serves chat completions only (/v1/chat/completions), not {call_type}")
-        if (name := refused_in(data)) is not None:
-            raise HTTPException(400, f"parameter '{name}' is not allowed: {REFUSED[name]}")
+        api = CALL_APIS.get(str(call_type))
+        if api is None:
+            raise HTTPException(400, "Ralex serves chat completions (/v1/chat/completions), Anthropic messages "
+                                     f"(/v1/messages) and OpenAI responses (/v1/responses) only, not {call_type}")
+        if (name := refused_in(data, REFUSED if api == "chat" else REFUSED_ELSEWHERE)) is not None:
+            raise HTTPException(400, f"parameter '{name}' is not allowed: {REFUSED_ELSEWHERE[name]}")
         try:
             engine = await runtime.ready()
         except NotReady as exc:
@@ -90,27 +171,34 @@ class RalexHooks(CustomLogger):
         if client not in (AGENT, OPERATOR) and not runtime.key_active(client):  # revoked since it was checked
             raise HTTPException(401, f"key {client} was revoked; ask the operator for a new key") from None
         try:
-            flight = engine.admit(data, client)
+            flight = engine.admit(data, client, api)
         except Rejected as rejected:
+            owe(rejected.headers)
             raise HTTPException(rejected.status, rejected.message, headers=rejected.headers) from None
         decision = flight.decision
         for key in CLIENT_OVERRIDES:
             data.pop(key, None)
         data["model"] = decision.alias
-        data.pop("max_completion_tokens", None)
-        data["max_tokens"] = decision.max_tokens
-        data["n"] = 1
-        data["fallbacks"] = [{decision.alias: [{"model": fb.alias, "max_tokens": fb.max_tokens}
+        cap = OUTPUT_CAP[api]
+        for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+            data.pop(key, None)
+        data[cap] = decision.max_tokens
+        if api == "chat":
+            data["n"] = 1
+        else:
+            data.pop("n", None)
+        data["fallbacks"] = [{decision.alias: [{"model": fb.alias, cap: fb.max_tokens}
                                                for fb in decision.fallbacks]}] if decision.fallbacks else []
-        metadata = data.setdefault("metadata", {})
+        metadata = data.setdefault(_slot(data), {})
         metadata[META_KEY] = flight.key
         metadata[META_HEADERS] = flight.headers
+        owe(flight.headers)
         return data
 
     async def async_post_call_response_headers_hook(self, data: dict[str, Any], user_api_key_dict: Any,
                                                     response: Any, request_headers: Any = None,
                                                     litellm_call_info: Any = None) -> dict[str, str] | None:
-        headers = (data.get("metadata") or {}).get(META_HEADERS)
+        headers = _ours(data).get(META_HEADERS)
         if not headers:
             return None
         headers = dict(headers)
@@ -127,22 +215,24 @@ class RalexHooks(CustomLogger):
                     headers["x-ralex-model"] = spec.model
                     headers["x-ralex-max-tokens"] = str(fb.max_tokens)
                     break
+        owe(headers)
         return headers
 
     async def async_post_call_streaming_iterator_hook(self, user_api_key_dict: Any, response: Any,
                                                       request_data: dict[str, Any]) -> AsyncGenerator[Any, None]:
-        key = (request_data.get("metadata") or {}).get(META_KEY)
+        key = _ours(request_data).get(META_KEY)
         engine = runtime.engine
         flight = engine.in_flight.get(key) if engine is not None and key else None
         finished = False
         try:
             async for chunk in response:
                 if flight is not None:
-                    if flight.generation_id is None and getattr(chunk, "id", None):
-                        flight.generation_id = chunk.id
+                    generation, done = _stream_state(chunk)
+                    generation = generation or _translated_generation_id(response)
+                    if flight.generation_id is None and generation:
+                        flight.generation_id = generation
                         runtime.note_generation(flight)
-                    choices = getattr(chunk, "choices", None) or ()
-                    finished = finished or any(getattr(c, "finish_reason", None) for c in choices)
+                    finished = finished or done
                 yield chunk
         except Exception as exc:
             if flight is not None:  # cut mid-stream: the part already generated may be billed
@@ -167,11 +257,11 @@ class RalexHooks(CustomLogger):
         alias = _metadata(kwargs).get("model_group")
         cost = _real_cost(response_obj)
         if cost is None:  # no usage chunk: ask OpenRouter what the generation cost, else charge the hold
-            runtime.settle_from_upstream(flight.key, flight.generation_id or getattr(response_obj, "id", None),
+            runtime.settle_from_upstream(flight.key, _generation_id(response_obj) or flight.generation_id,
                                          alias=alias)
             return
         spec = engine.routing.aliases.get(alias or "")
-        generation = flight.generation_id or getattr(response_obj, "id", None)
+        generation = _generation_id(response_obj) or flight.generation_id
         engine.settle(flight.key, cost, cost_source="upstream", model=spec.model if spec else None, alias=alias,
                       prompt_tokens=prompt, completion_tokens=completion, generation_id=generation)
 
@@ -185,7 +275,7 @@ class RalexHooks(CustomLogger):
 
     async def async_post_call_failure_hook(self, request_data: dict[str, Any], original_exception: Exception,
                                            user_api_key_dict: Any, traceback_str: str | None = None) -> None:
-        key = (request_data.get("metadata") or {}).get(META_KEY)
+        key = _ours(request_data).get(META_KEY)
         engine = runtime.engine
         flight = engine.in_flight.get(key) if engine is not None and key else None
         if engine is not None and flight is not None and not flight.settling:
@@ -195,7 +285,7 @@ class RalexHooks(CustomLogger):
 
 def _served_model(response: Any) -> str | None:
     """The upstream model that produced the answer, as the response names it."""
-    model = getattr(response, "model", None)
+    model = response.get("model") if isinstance(response, dict) else getattr(response, "model", None)
     return model if isinstance(model, str) and model else None
 
 

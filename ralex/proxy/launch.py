@@ -81,6 +81,9 @@ def litellm_config(config: RalexConfig, prices: dict[str, Price], settings: Prox
                 "api_base": settings.openrouter_api_base,
                 "timeout": settings.upstream_timeout,
                 "stream_timeout": settings.upstream_timeout,
+                # /v1/responses through LiteLLM's chat bridge: every API reaches OpenRouter as a chat
+                # completion, the one upstream shape whose cap, usage.cost and streams Ralex settles
+                "use_chat_completions_api": True,
             },
             "model_info": {
                 "input_cost_per_token": price.prompt,

@@ -3,13 +3,20 @@ container with no network, on a Unix socket.
 
 The gate is a small ASGI layer in front of LiteLLM that every request passes first:
 
-- **routes**: an allow-list (chat completions, models, health, metrics, Ralex's admin routes);
+- **routes**: an allow-list (chat completions, Anthropic messages, OpenAI responses, models, health,
+  metrics, Ralex's admin routes);
   LiteLLM's pass-through routes (``/openrouter/...`` and the like) would reach the upstream with
   the proxy's key and no budget, so they answer 404. On the Unix socket only the agent routes exist.
-- **chat bodies**: checked before LiteLLM parses them (:func:`ralex.params.forwardable`): invalid
+- **model request bodies** (chat completions, Anthropic ``/v1/messages``, OpenAI ``/v1/responses``):
+  checked before LiteLLM parses them, by the allow-list of their API (:mod:`ralex.params`): invalid
   UTF-8, invalid JSON, wrong types, unknown models and refused parameters get a 400 naming the
-  problem; bookkeeping parameters are dropped. Request headers are allow-listed too (LiteLLM reads
-  retries, timeouts, tags and credentials from headers), and the query string is dropped.
+  problem, in that API's error shape; bookkeeping parameters are dropped, and what a client sends by
+  default that would raise the bill (thinking, reasoning effort, web search) is removed and named in
+  ``x-ralex-dropped``. Request headers are allow-listed too (LiteLLM reads retries, timeouts, tags and
+  credentials from headers; ``x-api-key`` becomes ``Authorization``), and the query string is dropped.
+- **headers owed**: the ``x-ralex-*`` headers the hooks noted (:mod:`ralex.proxy.exchange`) are added
+  to any answer that lacks them (LiteLLM's /v1/messages rebuilds its error headers).
+- ``/v1/messages/count_tokens`` is answered here, from Ralex's own prompt bound (no upstream call).
 - **responses**: LiteLLM's own ``x-litellm-*`` headers (upstream base URL, version) are removed.
 - **lifespan**: starts the Ralex runtime once LiteLLM has started, and stops it (drains the
   ledger, keeps the journal) before LiteLLM shuts down.
@@ -26,10 +33,20 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any, Final
 
-from ralex.params import RequestError, forwardable
+from ralex.params import (
+    RequestError,
+    check_anthropic_messages,
+    check_anthropic_system,
+    check_anthropic_tools,
+    forwardable,
+    forwardable_messages,
+    forwardable_responses,
+)
 from ralex.proxy.auth import is_agent_route, matches
+from ralex.proxy.exchange import open_exchange
 from ralex.proxy.runtime import ProxyRuntime, runtime
 from ralex.proxy.settings import ProxySettings
+from ralex.request import chat_view, estimate_prompt_tokens
 
 log = logging.getLogger("ralex.proxy")
 
@@ -39,22 +56,39 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-CHAT_ROUTES: Final = frozenset({"/v1/chat/completions", "/chat/completions"})
+ROUTE_APIS: Final = {"/v1/chat/completions": "chat", "/chat/completions": "chat", "/v1/messages": "messages",
+                     "/v1/responses": "responses"}
+"""The model routes and the API (request shape) each speaks."""
+CHAT_ROUTES: Final = frozenset(ROUTE_APIS)
+COUNT_TOKENS: Final = "/v1/messages/count_tokens"
 OPEN_PREFIXES: Final = ("/health", "/ralex/")
-OPEN_ROUTES: Final = frozenset({"/metrics", "/v1/models", "/models", "/v1/model/info", "/model/info",
-                                "/v1/chat/completions", "/chat/completions"})
+OPEN_ROUTES: Final = frozenset({"/metrics", "/v1/models", "/models", "/v1/model/info", "/model/info", *ROUTE_APIS,
+                                COUNT_TOKENS})
 """What the gate lets through to LiteLLM on TCP; everything else is 404."""
 FORWARDED_HEADERS: Final = frozenset({b"host", b"authorization", b"content-type", b"accept", b"accept-encoding",
                                       b"user-agent", b"connection"})
 HIDDEN_RESPONSE_HEADERS: Final = (b"x-litellm-", b"llm_provider-")
 
 
-def _error_body(status: int, message: str, kind: str) -> bytes:
+_ANTHROPIC_KINDS: Final = {"not_found": "not_found_error", "authentication_error": "authentication_error",
+                            "permission_denied": "permission_error"}
+WHAT: Final = {"chat": "a chat completion object", "messages": "an Anthropic Messages request",
+               "responses": "an OpenAI Responses request"}
+SHAPE_DOCS: Final = {"chat": "https://platform.openai.com/docs/api-reference/chat/create",
+                     "messages": "https://docs.anthropic.com/en/api/messages",
+                     "responses": "https://platform.openai.com/docs/api-reference/responses/create"}
+
+
+def _error_body(status: int, message: str, kind: str, api: str = "chat") -> bytes:
+    if api == "messages":  # Anthropic's error shape
+        return json.dumps({"type": "error", "error": {"type": _ANTHROPIC_KINDS.get(kind, kind),
+                                                      "message": message}}).encode()
     return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": str(status)}}).encode()
 
 
-async def _respond(send: Send, status: int, message: str, kind: str = "invalid_request_error") -> None:
-    body = _error_body(status, message, kind)
+async def _respond(send: Send, status: int, message: str, kind: str = "invalid_request_error",
+                   api: str = "chat") -> None:
+    body = _error_body(status, message, kind, api)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
@@ -79,12 +113,12 @@ class Gate:
         server = scope.get("server")
         agent_socket = server is None or server[1] is None  # a Unix socket: (path, None) or no address
         if agent_socket and not is_agent_route(path):
-            await _respond(send, 404, f"{path} is not served to the agent; it may call "
-                                      "/v1/chat/completions, /v1/models and /ralex/status", "not_found")
+            await _respond(send, 404, f"{path} is not served to the agent; it may call /v1/chat/completions, "
+                                      "/v1/messages, /v1/responses, /v1/models and /ralex/status", "not_found")
             return
         if path not in OPEN_ROUTES and not path.startswith(OPEN_PREFIXES):
-            await _respond(send, 404, f"{path} is not served by Ralex; use /v1/chat/completions "
-                                      "(and ralexctl for the rest)", "not_found")
+            await _respond(send, 404, f"{path} is not served by Ralex; use /v1/chat/completions, /v1/messages "
+                                      "or /v1/responses (and ralexctl for the rest)", "not_found")
             return
         headers = scope.get("headers") or []
         if path == "/metrics" and (bearer := _bearer(headers)):
@@ -95,53 +129,81 @@ class Gate:
                 await _respond(send, 403, "client keys may only call the model routes", "permission_denied")
                 return
         if path in CHAT_ROUTES and scope.get("method") == "POST":
-            await self._chat(scope, receive, send)
+            await self._chat(scope, receive, send, ROUTE_APIS[path])
+            return
+        if path == COUNT_TOKENS and scope.get("method") == "POST":
+            await self._count_tokens(scope, receive, send)
             return
         await self.app(scope, receive, _hiding_headers(send))
 
-    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _body(self, scope: Scope, receive: Receive, send: Send, api: str
+                    ) -> tuple[bytes, bool, dict[str, Any], list[str], list[tuple[bytes, bytes]]] | None:
+        """The request's key and checked body, or None once an error answer was sent."""
         headers = [(k.lower(), v) for k, v in scope.get("headers") or []]
         if not any(k == b"authorization" and v.strip() for k, v in headers):
-            await _respond(send, 401, "missing API key: send 'Authorization: Bearer <key>' with LITELLM_MASTER_KEY "
-                                      "or RALEX_AGENT_KEY from .env", "authentication_error")
-            return
+            api_key = next((v.strip() for k, v in headers if k == b"x-api-key" and v.strip()), b"")
+            if not api_key:
+                await _respond(send, 401, "missing API key: send 'Authorization: Bearer <key>' (or 'x-api-key') "
+                                          "with LITELLM_MASTER_KEY, RALEX_AGENT_KEY from .env or a client key "
+                                          "from `ralexctl keys add`", "authentication_error", api)
+                return None
+            headers = [(k, v) for k, v in headers if k != b"authorization"] + [(b"authorization",
+                                                                                b"Bearer " + api_key)]
         raw = await _read_body(receive, self.max_body_bytes)
         if raw is None:
             await _respond(send, 413, f"the request body is over {self.max_body_bytes >> 20} MB; send a shorter "
-                                      "conversation (or raise RALEX_MAX_BODY_BYTES)")
-            return
+                                      "conversation (or raise RALEX_MAX_BODY_BYTES)", api=api)
+            return None
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            await _respond(send, 400, f"the request body is not valid UTF-8 (byte {exc.start}); send JSON in UTF-8")
-            return
+            await _respond(send, 400, f"the request body is not valid UTF-8 (byte {exc.start}); send JSON in UTF-8",
+                           api=api)
+            return None
         try:
             body = json.loads(text)
         except ValueError as exc:
-            await _respond(send, 400, f"the request body is not valid JSON ({exc}); send a chat completion object")
-            return
+            await _respond(send, 400, f"the request body is not valid JSON ({exc}); send {WHAT[api]}", api=api)
+            return None
+        dropped: list[str] = []
         try:
-            clean = forwardable(body)
+            if api == "messages":
+                clean, dropped = forwardable_messages(body)
+            elif api == "responses":
+                clean, dropped = forwardable_responses(body)
+            else:
+                clean = forwardable(body)
         except RequestError as exc:
-            await _respond(send, 400, str(exc))
-            return
+            await _respond(send, 400, str(exc), api=api)
+            return None
         except Exception:  # a shape the checks did not foresee: still the client's input, never a 500
             log.exception("ralex: unexpected request shape")
-            await _respond(send, 400, "the request body does not have the shape of a chat completion; "
-                                      "see https://platform.openai.com/docs/api-reference/chat/create")
+            await _respond(send, 400, f"the request body does not have the shape of {WHAT[api]}; "
+                                      f"see {SHAPE_DOCS[api]}", api=api)
+            return None
+        as_sent = not dropped and len(clean) == len(body) and "\\ud" not in text and "\\uD" not in text
+        return raw, as_sent, clean, dropped, headers
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send, api: str = "chat") -> None:
+        checked = await self._body(scope, receive, send, api)
+        if checked is None:
             return
-        if len(clean) == len(body) and "\\ud" not in text and "\\uD" not in text:
+        raw, as_sent, clean, dropped, headers = checked
+        if as_sent:
             payload = raw  # nothing dropped and no escaped surrogates: forward the bytes as they came
         else:
             try:
                 payload = json.dumps(clean, ensure_ascii=False).encode()
             except UnicodeEncodeError:
                 await _respond(send, 400, "the request holds a lone UTF-16 surrogate escape (such as \\ud800), "
-                                          "which is not valid Unicode; send whole characters")
+                                          "which is not valid Unicode; send whole characters", api=api)
                 return
         kept = [(k, v) for k, v in headers if k in FORWARDED_HEADERS and k != b"content-type"]
         kept += [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         inner = {**scope, "headers": kept, "query_string": b""}
+        owed = open_exchange()
+        if dropped:
+            owed["x-ralex-dropped"] = ",".join(dropped)
         sent = False
 
         async def replay() -> Message:
@@ -151,7 +213,49 @@ class Gate:
                 return {"type": "http.request", "body": payload, "more_body": False}
             return await receive()  # waits for the client's disconnect, as the server's own receive does
 
-        await self.app(inner, replay, _hiding_headers(send))
+        await self.app(inner, replay, _hiding_headers(send, owed))
+
+    async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Anthropic's token count, answered from Ralex's prompt bound: no hook, no upstream call."""
+        api = "messages"
+        headers = scope.get("headers") or []
+        given = _bearer(headers) or next((v.decode("latin-1").strip() for k, v in headers
+                                          if k.lower() == b"x-api-key"), "")
+        if not await self._known_key(given):
+            await _respond(send, 401, "invalid or missing API key: use a client key from `ralexctl keys add` (or "
+                                      "LITELLM_MASTER_KEY / RALEX_AGENT_KEY from .env)", "authentication_error", api)
+            return
+        raw = await _read_body(receive, self.max_body_bytes)
+        try:
+            if raw is None:
+                raise RequestError(f"the request body is over {self.max_body_bytes >> 20} MB")
+            counted = json.loads(raw)
+            if not isinstance(counted, dict):
+                raise RequestError("the request body must be a JSON object")
+            check_anthropic_messages(counted)
+            for name, check in (("system", check_anthropic_system), ("tools", check_anthropic_tools)):
+                if counted.get(name) is not None:
+                    check(name, counted[name])
+            view = chat_view(counted, api)
+        except (RequestError, ValueError) as exc:
+            await _respond(send, 400, f"cannot count this request: {exc}", api=api)
+            return
+        body = json.dumps({"input_tokens": estimate_prompt_tokens(view["messages"], view.get("tools"))}).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _known_key(self, given: str) -> bool:
+        if not given:
+            return False
+        if matches(given, os.environ.get("LITELLM_MASTER_KEY")) or matches(given, os.environ.get("RALEX_AGENT_KEY")):
+            return True
+        try:
+            await self.runtime.ready()
+        except Exception:
+            return False
+        key = self.runtime.client_key(given)
+        return key is not None and key.active
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def receive_and_stop() -> Message:
@@ -197,11 +301,15 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
-def _hiding_headers(send: Send) -> Send:
+def _hiding_headers(send: Send, owed: dict[str, str] | None = None) -> Send:
     async def filtered(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message["headers"] = [(k, v) for k, v in message.get("headers", [])
-                                  if not k.lower().startswith(HIDDEN_RESPONSE_HEADERS)]
+            headers = [(k, v) for k, v in message.get("headers", [])
+                       if not k.lower().startswith(HIDDEN_RESPONSE_HEADERS)]
+            present = {k.lower() for k, _ in headers}
+            headers += [(k.encode(), v.encode("latin-1", "replace")) for k, v in (owed or {}).items()
+                        if k.encode() not in present]
+            message["headers"] = headers
         await send(message)
 
     return filtered
