@@ -319,3 +319,19 @@ def test_a_stream_the_client_leaves_is_charged_what_openrouter_billed(live: Prox
     assert row["status"] == "cancelled"
     assert row["cost_source"] == "generation"  # OpenRouter's record of what it generated, not the hold
     assert float(row["cost_usd"]) == pytest.approx(billed[0])
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/messages", {"model": "cheap", "max_tokens": 10**6, "messages": [{"role": "user", "content": "hi"}]}),
+    ("/v1/responses", {"model": "cheap", "max_output_tokens": 10**6, "input": "hi"}),
+    ("/v1/responses", {"model": "cheap", "input": "hi"}),
+], ids=["messages-huge", "responses-huge", "responses-none"])
+def test_the_output_cap_upstream_is_ralexs_in_each_api(live: Proxy, upstream: Fake, path: str,
+                                                       body: dict[str, Any]):
+    served = post(live, path, body)
+    assert served.status_code == 200, served.text
+    cap = int(served.headers["x-ralex-max-tokens"])
+    assert cap < 10**6
+    [received] = upstream.requests()
+    assert received["max_tokens"] == cap
+    assert live.row(served)["max_tokens"] == cap
