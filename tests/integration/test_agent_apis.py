@@ -335,3 +335,25 @@ def test_the_output_cap_upstream_is_ralexs_in_each_api(live: Proxy, upstream: Fa
     [received] = upstream.requests()
     assert received["max_tokens"] == cap
     assert live.row(served)["max_tokens"] == cap
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/messages", {"model": "cheap", "max_tokens": 300, "messages": [{"role": "user", "content": "add a doc"}]}),
+    ("/v1/messages", {"model": "cheap", "max_tokens": 300, "stream": True,
+                      "messages": [{"role": "user", "content": "add a doc"}]}),
+    ("/v1/responses", {"model": "cheap", "max_output_tokens": 300, "input": "add a docstring"}),
+    ("/v1/responses", {"model": "cheap", "max_output_tokens": 300, "stream": True, "input": "add a docstring"}),
+], ids=["messages", "messages-stream", "responses", "responses-stream"])
+def test_a_failed_call_falls_back_capped_and_is_charged_once(live: Proxy, upstream: Fake, path: str,
+                                                             body: dict[str, Any]):
+    upstream.faults({"kind": "status", "status": 503, "model": CHEAP_MODEL})
+    served = post(live, path, body)
+    assert served.status_code == 200, served.text
+    calls = upstream.requests()
+    assert [(c["model"], c["status"]) for c in calls] == [(CHEAP_MODEL, 503), ("anthropic/claude-sonnet-4.5", 200)]
+    assert calls[1]["max_tokens"] is not None
+    assert calls[1]["max_tokens"] <= 300
+    row = live.row(served)
+    assert (row["alias_routed"], row["fallback"], row["status"]) == ("smart", True, "ok")
+    assert row["max_tokens"] == calls[1]["max_tokens"]
+    assert float(row["cost_usd"]) == pytest.approx(calls[1]["billed_cost"])
