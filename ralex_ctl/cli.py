@@ -29,6 +29,7 @@ from ralex import __version__
 from ralex.budget import BUDGET_TIERS, BudgetError, parse_budget, parse_caps, usd, zone
 from ralex_ctl import board, render, stack
 from ralex_ctl.board import Verdict as Check
+from ralex_ctl.connect import connect_command
 from ralex_ctl.errors import RalexError
 from ralex_ctl.keys import keys_app
 from ralex_ctl.keys import summary_line as keys_summary
@@ -678,6 +679,7 @@ def spend(
 
 
 app.add_typer(keys_app, name="keys")  # ralexctl keys ...: ralex_ctl/keys.py
+app.command("connect")(connect_command)  # ralexctl connect claude-code|codex|aider: ralex_ctl/connect.py
 
 # --- alerts -----------------------------------------------------------------------------------
 

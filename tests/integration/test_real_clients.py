@@ -1,5 +1,6 @@
 """The real coding agents through Ralex: Claude Code (``-p``) and Codex CLI (``exec``), installed from npm,
-each completing a small task with a client key of its own against the fake OpenRouter.
+each completing a small task with a client key of its own against the fake OpenRouter, set up with
+the settings ``ralexctl connect`` prints.
 
 The clients are installed once into ``RALEX_CLIENTS_CACHE`` (default ``~/.cache/ralex/clients``) at the
 pinned versions below; the tests skip, saying why, only when npm is not installed. The fake upstream
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from ralex_ctl.connect import connection
 from tests.integration.conftest import Fake, Proxy, wait_until
 
 pytestmark = pytest.mark.integration
@@ -26,27 +28,7 @@ CLIENTS = {"claude": "@anthropic-ai/claude-code@2.1.332", "codex": "@openai/code
 """The versions whose requests were recorded when these APIs were opened (see the allow-lists)."""
 QUIET_CLAUDE = {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1",
                 "DISABLE_ERROR_REPORTING": "1"}
-CODEX_CONFIG = """model = "auto"
-model_provider = "ralex"
-check_for_update_on_startup = false
-
-[model_providers.ralex]
-name = "Ralex"
-base_url = "{base}v1"
-env_key = "RALEX_API_KEY"
-wire_api = "responses"
-request_max_retries = 0
-stream_max_retries = 0
-
-[analytics]
-enabled = false
-
-[feedback]
-enabled = false
-
-[otel]
-exporter = "none"
-"""
+QUIET_CODEX = ("\n[analytics]\nenabled = false\n\n[feedback]\nenabled = false\n\n[otel]\nexporter = \"none\"\n")
 
 
 @pytest.fixture(scope="session")
@@ -105,10 +87,7 @@ def test_claude_code_completes_a_task_through_ralex_with_its_own_key(live: Proxy
                                                                     "content": "hi"}}], "requires_tools": True})
     task = "create hello.txt with the text hi"
     done = run([str(clients / "claude"), "-p", task, "--permission-mode", "acceptEdits", "--output-format", "json"],
-               work, {"HOME": str(home), "ANTHROPIC_BASE_URL": live.url.rstrip("/"), "ANTHROPIC_AUTH_TOKEN": key,
-                      "ANTHROPIC_MODEL": "auto", "ANTHROPIC_DEFAULT_HAIKU_MODEL": "cheap",
-                      "ANTHROPIC_DEFAULT_SONNET_MODEL": "auto", "ANTHROPIC_DEFAULT_OPUS_MODEL": "smart",
-                      "CLAUDE_CODE_SUBAGENT_MODEL": "cheap", **QUIET_CLAUDE})
+               work, {"HOME": str(home), **connection("claude-code", live.url, key).env, **QUIET_CLAUDE})
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:], live.logs())
     assert (work / "hello.txt").read_text().strip() == "hi"
     rows = settled_rows(live, name, 2)
@@ -125,12 +104,14 @@ def test_codex_completes_a_task_through_ralex_with_its_own_key(live: Proxy, upst
     work, home = tmp_path / "work", tmp_path / "codex-home"
     work.mkdir()
     home.mkdir()
-    (home / "config.toml").write_text(CODEX_CONFIG.format(base=live.url))
+    connect = connection("codex", live.url, key)  # what `ralexctl connect codex` prints
+    (home / "config.toml").write_text("check_for_update_on_startup = false\n" + connect.files["~/.codex/config.toml"]
+                                      + "request_max_retries = 0\nstream_max_retries = 0\n" + QUIET_CODEX)
     upstream.script({"tool_calls": [{"name": "exec_command", "arguments": {"cmd": "echo hi > hello.txt"}}],
                      "requires_tools": True})
     task = "create hello.txt containing hi"
     done = run([str(clients / "codex"), "exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox",
-                task], work, {"HOME": str(home), "CODEX_HOME": str(home), "RALEX_API_KEY": key})
+                task], work, {"HOME": str(home), "CODEX_HOME": str(home), **connect.env})
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:], live.logs())
     assert (work / "hello.txt").read_text().strip() == "hi"
     rows = settled_rows(live, name, 2)
