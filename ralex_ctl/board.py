@@ -21,9 +21,11 @@ SMALL_BELOW: Final = int(3.5 * GIB)  # up to a 2-3 GB board: the small profile
 STORAGE_DRIVERS_OK: Final = ("overlay2", "overlayfs", "btrfs", "zfs")
 
 # Per-service memory limits (Compose mem_limit) and the settings that go with them, by profile.
-# Sized from the RSS measured on the arm64 stack after a real agent session (README, "Raspberry Pi"):
-# each limit is the measured peak with headroom; the small profile sums to what a 2 GB Pi 4 can give
-# the stack with the OS, Docker and a shell running beside it.
+# The small profile is sized on each service's own memory measured on the arm64 stack after a real
+# OpenCode turn (bench/results/arm64.json, README "Raspberry Pi"): every limit is at least 1.3x that
+# (Postgres: plus its 128 MB of shared buffers), and what the services use together (~1.05 GB with
+# Grafana) leaves a 2 GB Pi 4 ~0.4 GB beside the OS and Docker. A limit is a guard, not a reservation:
+# a service that outgrows it is restarted alone (restart: unless-stopped), the board stays up.
 PROFILES: Final[dict[str, dict[str, str]]] = {
     "standard": {
         "RALEX_MEM_PROXY": "1g",
@@ -37,13 +39,13 @@ PROFILES: Final[dict[str, dict[str, str]]] = {
         "RALEX_METRICS_RETENTION_SIZE": "1GB",
     },
     "small": {
-        "RALEX_MEM_PROXY": "448m",
-        "RALEX_MEM_AGENT": "576m",
-        "RALEX_MEM_POSTGRES": "128m",
+        "RALEX_MEM_PROXY": "512m",
+        "RALEX_MEM_AGENT": "640m",
+        "RALEX_MEM_POSTGRES": "192m",
         "RALEX_MEM_EXPORTER": "96m",
         "RALEX_MEM_PROMETHEUS": "128m",
-        "RALEX_MEM_ALERTMANAGER": "48m",
-        "RALEX_MEM_GRAFANA": "160m",
+        "RALEX_MEM_ALERTMANAGER": "64m",
+        "RALEX_MEM_GRAFANA": "192m",
         "RALEX_METRICS_RETENTION": "7d",
         "RALEX_METRICS_RETENTION_SIZE": "256MB",
     },
