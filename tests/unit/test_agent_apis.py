@@ -7,6 +7,7 @@ completion OpenRouter receives: every text byte of it must be inside Ralex's bou
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import json
@@ -17,6 +18,7 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no download of LiteLLM's price list
 
 import pytest
+from fastapi import HTTPException
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from litellm.llms.anthropic.pass_through.adapters.transformation import LiteLLMAnthropicMessagesAdapter
@@ -24,6 +26,7 @@ from litellm.responses.litellm_completion_transformation.transformation import L
 
 from ralex.media import data_url_image_size, image_tokens_bound
 from ralex.params import RequestError, forwardable_messages, forwardable_responses
+from ralex.proxy.hooks import CALL_APIS, handler
 from ralex.request import ChatRequest, chat_view, estimate_prompt_tokens
 from tests.unit.test_media import png
 
@@ -257,3 +260,15 @@ def test_responses_bound_holds_for_any_text(user: str, developer: str, arguments
     body["input"][3]["arguments"] = json.dumps({"command": arguments}, ensure_ascii=False)
     body["input"][4]["output"] = output
     assert bound(body, "responses") >= received_bound(litellm_responses(body))
+
+
+# --- the hook admits the three APIs' call types and refuses every other -----------------------------
+
+@pytest.mark.parametrize("call_type", ["aembedding", "atext_completion", "aimage_generation", "arealtime",
+                                       "aspeech", "acreate_batch", "moderation", "pass_through_endpoint", None])
+def test_any_other_call_type_is_a_400_before_anything_is_held(call_type: Any):
+    assert set(CALL_APIS) == {"completion", "acompletion", "anthropic_messages", "aresponses"}
+    with pytest.raises(HTTPException) as refused:
+        asyncio.run(handler.async_pre_call_hook(None, None, {"model": "auto", "input": "hi"}, call_type))
+    assert refused.value.status_code == 400
+    assert "/v1/messages" in refused.value.detail
