@@ -149,3 +149,13 @@ def test_an_opencode_turn_edits_a_file_and_memory_after_it(pi: tuple[Stack, str]
         state: dict[str, Any] = container["State"]
         assert not state["OOMKilled"], f"{service} was killed at its memory limit"
         assert container["RestartCount"] == 0, f"{service} restarted"
+
+
+def test_the_agent_image_runs_under_plain_docker_run_on_a_pi4_cpu(arm_stack: Stack):
+    """Without Compose's init the entrypoint is PID 1 and starts tini (no subreaper flag, which
+    qemu-user lacks): the image runs as `docker run` users start it."""
+    out = arm_stack.docker("run", "--rm", "--platform", "linux/arm64", "-e", "QEMU_CPU=cortex-a72",
+                           arm_stack.env["RALEX_OPENCODE_IMAGE"], "sh", "-c",
+                           "ps -o pid=,comm= -p 1 2>/dev/null || cat /proc/1/comm; opencode --version")
+    assert "tini" in out, out
+    assert out.strip().endswith(OPENCODE_ARM64_VERSION), out
