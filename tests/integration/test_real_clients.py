@@ -1,19 +1,26 @@
 """The real coding agents through Ralex: Claude Code (``-p``) and Codex CLI (``exec``), installed from npm,
-each completing a small task with a client key of its own against the fake OpenRouter, set up with
-the settings ``ralexctl connect`` prints.
+and Aider (``--message``), installed from PyPI, each completing a small task with a client key of its
+own against the fake OpenRouter, set up with the settings ``ralexctl connect`` prints.
 
 The clients are installed once into ``RALEX_CLIENTS_CACHE`` (default ``~/.cache/ralex/clients``) at the
-pinned versions below; the tests skip, saying why, only when npm is not installed. The fake upstream
-is scripted to answer the task with a call of the agent's own file tool, so each agent really edits a
-file, then gets a plain answer after the tool result.
+pinned versions below (Aider in a venv of its own made with uv); the tests skip, saying why, only when
+npm (or uv) is not installed. The fake upstream is scripted to answer the task with a call of the
+agent's own file tool (Aider: a whole-file listing), so each agent really edits a file, then gets a
+plain answer after the tool result.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import shutil
+import socket
 import subprocess
+import sys
+import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +36,11 @@ CLIENTS = {"claude": "@anthropic-ai/claude-code@2.1.332", "codex": "@openai/code
 QUIET_CLAUDE = {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1",
                 "DISABLE_ERROR_REPORTING": "1"}
 QUIET_CODEX = ("\n[analytics]\nenabled = false\n\n[feedback]\nenabled = false\n\n[otel]\nexporter = \"none\"\n")
+AIDER = "aider-chat==0.86.2"
+QUIET_AIDER = ("--no-check-update", "--no-analytics", "--analytics-disable", "--no-show-release-notes",
+               "--no-show-model-warnings", "--no-gitignore", "--no-pretty", "--no-fancy-input", "--no-detect-urls",
+               "--map-tokens", "0", "--edit-format", "whole")
+"""Aider's offline flags: no update check (pypi.org), no analytics, no release notes, no repo map."""
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +60,68 @@ def clients() -> Path:
             pytest.fail(f"npm install {' '.join(CLIENTS.values())} failed (npm needs the registry or its cache):\n"
                         f"{installed.stderr[-2000:]}")
     return bin_dir
+
+
+@pytest.fixture(scope="session")
+def aider() -> Path:
+    """``aider`` from a venv of its own under the clients cache (made with uv once, then reused)."""
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not installed: the real Aider client is installed from PyPI with uv")
+    cache = Path(os.environ.get("RALEX_CLIENTS_CACHE", Path.home() / ".cache" / "ralex" / "clients"))
+    venv = cache / AIDER.replace("-chat==", "-")
+    binary = venv / "bin" / "aider"
+    if not binary.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        for step in ([uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
+                     [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), AIDER]):
+            installed = subprocess.run(step, timeout=900, capture_output=True, text=True, check=False)
+            if installed.returncode != 0:
+                shutil.rmtree(venv, ignore_errors=True)  # a half-made venv would be taken as installed next time
+                pytest.fail(f"{' '.join(step[:3])} ... for {AIDER} failed (uv needs PyPI or its cache):\n"
+                            f"{installed.stderr[-2000:]}")
+    return binary
+
+
+@pytest.fixture
+def tripwire() -> Iterator[list[str]]:
+    """A local HTTP(S) proxy that takes every request a client would send off this machine, and answers none.
+
+    Set as the client's ``HTTP(S)_PROXY``/``ALL_PROXY`` with ``NO_PROXY`` for 127.0.0.1 only: any attempt
+    to reach the internet lands here (recorded: the first line of what was sent) instead of leaving.
+    """
+    seen: list[str] = []
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    seen.append(conn.recv(4096).split(b"\r\n", 1)[0].decode(errors="replace"))
+                except OSError:
+                    seen.append("(connection, nothing sent)")
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    seen.append(f"http://127.0.0.1:{server.getsockname()[1]}")  # seen[0]: the proxy URL itself
+    yield seen
+    stop.set()
+    thread.join(5)
+    server.close()
+
+
+def offline_env(tripwire: list[str]) -> dict[str, str]:
+    """Environment that sends everything but 127.0.0.1 into ``tripwire``."""
+    trap = tripwire[0]
+    return {name: trap for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                                     "all_proxy")} | {"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
 
 
 def add_key(proxy: Proxy, name: str) -> str:
@@ -119,3 +193,42 @@ def test_codex_completes_a_task_through_ralex_with_its_own_key(live: Proxy, upst
     assert_billed_as_upstream(rows, upstream)
     sent = [r for r in upstream.requests() if r.get("generation_id")]
     assert all("web_search_options" not in r["body"] and "reasoning_effort" not in r["body"] for r in sent)
+
+
+def test_aider_completes_a_task_through_ralex_with_its_own_key(live: Proxy, upstream: Fake, aider: Path,
+                                                                tripwire: list[str], tmp_path: Path):
+    name = f"laptop-aider-{uuid.uuid4().hex[:6]}"
+    key = add_key(live, name)
+    work, home = tmp_path / "work", tmp_path / "home"
+    work.mkdir()
+    home.mkdir()
+    git = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.invalid", "GIT_CONFIG_NOSYSTEM": "1"}
+    (work / "hello.py").write_text('print("helo")\n')
+    for step in (["init", "-q"], ["add", "hello.py"], ["commit", "-q", "-m", "typo"]):
+        assert run(["git", *step], work, {"HOME": str(home), **git}).returncode == 0
+    # Aider reads model info from litellm's price list, fetched from GitHub unless a fresh non-empty copy is cached
+    models = home / ".aider" / "caches" / "model_prices_and_context_window.json"
+    models.parent.mkdir(parents=True)
+    info = {"max_input_tokens": 128000, "max_output_tokens": 4096, "input_cost_per_token": 0,
+            "output_cost_per_token": 0, "litellm_provider": "openai", "mode": "chat"}
+    models.write_text(json.dumps({"openai/auto": info, "openai/cheap": info}))
+    upstream.script({"content": 'hello.py\n```python\nprint("hello")\n```\n'})
+    connect = connection("aider", live.url, key)  # what `ralexctl connect aider` prints
+    model_flags = shlex.split(connect.run)[1:]  # --model openai/auto --weak-model openai/cheap
+    task = "fix the typo in hello.py"
+    quiet = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "AIDER_CHECK_UPDATE": "false", "AIDER_ANALYTICS": "false"}
+    done = run([str(aider), *model_flags, *QUIET_AIDER, "--yes-always", "--message", task, "hello.py"], work,
+               {"HOME": str(home), **git, **connect.env, **offline_env(tripwire), **quiet})
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:], live.logs())
+    assert (work / "hello.py").read_text() == 'print("hello")\n'
+    log = run(["git", "log", "--format=%s", "--", "hello.py"], work, {"HOME": str(home), **git}).stdout.splitlines()
+    assert len(log) == 2  # Aider committed its edit on top of ours, with a message from the weak model
+    assert log[1] == "typo"
+    rows = settled_rows(live, name, 2)
+    assert [(r["alias_requested"], r["alias_routed"]) for r in rows] == [("auto", "cheap"), ("cheap", "cheap")]
+    assert_billed_as_upstream(rows, upstream)
+    sent = [r for r in upstream.requests() if r.get("generation_id")]
+    assert len(sent) == len(rows) == 2
+    assert all(r["max_tokens"] and "reasoning_effort" not in r["body"] for r in sent)  # Aider sent no cap: Ralex's
+    assert tripwire[1:] == []  # nothing tried to leave this machine
