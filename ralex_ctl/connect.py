@@ -3,16 +3,29 @@
 Claude Code speaks Anthropic's ``/v1/messages``, Codex CLI OpenAI's ``/v1/responses`` and Aider chat
 completions; the proxy serves all three through the same budget. What each tool needs is a pure
 function of the proxy's address and the key (:func:`connection`), printed by the command.
+
+With ``--write`` the settings go where the tool reads them instead (:func:`merged`, :func:`write_settings`):
+Codex's ``config.toml`` (a ``[model_providers.ralex]`` table, plus the ``ralex`` profile file that
+``codex -p ralex`` layers on top), Claude Code's ``settings.json`` ``env`` and Aider's ``.aider.conf.yml``.
+Other content is kept, the old file is copied to ``NAME.bak-ralex`` and re-running replaces Ralex's
+part. The key is written only to that file (mode 0600) and shown once.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import secrets
 import sys
+import tempfile
+import tomllib
 from dataclasses import dataclass, field
-from typing import Annotated, Final
+from pathlib import Path
+from typing import Annotated, Any, Final
 
 import typer
+import yaml
 from rich.console import Console
 
 from ralex_ctl.errors import RalexError
@@ -62,22 +75,220 @@ def render(conn: Connection) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --- --write: the settings in the tool's own file ------------------------------------------------
+
+BACKUP_SUFFIX: Final = ".bak-ralex"
+BEGIN: Final = "# >>> ralex: written by `ralexctl connect {tool} --write`; re-running replaces this block"
+END: Final = "# <<< ralex"
+MARKED: Final = re.compile(r"^# >>> ralex:.*?^# <<< ralex[^\n]*\n?", re.M | re.S)
+CODEX_TABLE: Final = re.compile(r'^[ \t]*\[\s*(model_providers|profiles)\s*\.\s*"?ralex"?\s*[].]', re.M)
+AIDER_KEYS: Final = ("model", "weak-model", "openai-api-base", "openai-api-key")
+PLACEHOLDER: Final = "sk-ralex-" + "x" * 43
+"""Stands in for the key while the existing file is checked, before any key is created."""
+
+
+def settings_file(tool: str) -> Path:
+    """Where ``tool`` reads its settings (``$HOME`` honoured, and ``$CODEX_HOME``/``$CLAUDE_CONFIG_DIR``)."""
+    if tool == "codex":
+        return Path(os.environ.get("CODEX_HOME") or os.path.expanduser("~/.codex")) / "config.toml"
+    if tool == "claude-code":
+        return Path(os.environ.get("CLAUDE_CONFIG_DIR") or os.path.expanduser("~/.claude")) / "settings.json"
+    if tool == "aider":
+        return Path(os.path.expanduser("~/.aider.conf.yml"))
+    raise RalexError(f"unknown tool {tool!r}; use one of: {', '.join(TOOLS)}")
+
+
+def _rerun(tool: str, path: Path, what: str) -> RalexError:
+    return RalexError(f"{path} {what}; fix it or move it away, then re-run: ralexctl connect {tool} --write")
+
+
+def _without_tables(text: str, pattern: re.Pattern[str]) -> str:
+    """``text`` without the TOML tables whose header matches ``pattern`` (each up to the next header)."""
+    out: list[str] = []
+    skipping = False
+    for line in text.splitlines(keepends=True):
+        if re.match(r"[ \t]*\[", line):
+            skipping = bool(pattern.match(line))
+        if not skipping:
+            out.append(line)
+    return "".join(out)
+
+
+def _without_keys(text: str, keys: tuple[str, ...]) -> str:
+    """YAML ``text`` without the top-level ``keys`` (and the indented or ``-`` lines that continue them)."""
+    out: list[str] = []
+    skipping = False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("#"):
+            skipping = False
+        elif line.strip() and line[0] not in " \t-":  # a top-level key
+            skipping = any(re.match(rf"{re.escape(k)}\s*:", line) for k in keys)
+        if not skipping:
+            out.append(line)
+    return "".join(out)
+
+
+def _appended(text: str, tool: str, block: str) -> str:
+    kept = MARKED.sub("", text).rstrip("\n")
+    marked = f"{BEGIN.format(tool=tool)}\n{block}{END}\n"
+    return f"{kept}\n\n{marked}" if kept else marked
+
+
+def _others(config: dict[str, Any]) -> dict[str, Any]:
+    """A Codex config without what Ralex owns (``model_providers.ralex``, ``profiles.ralex``)."""
+    rest = dict(config)
+    for table in ("model_providers", "profiles"):
+        if isinstance(rest.get(table), dict):
+            rest[table] = {k: v for k, v in rest[table].items() if k != "ralex"} or None
+        if rest.get(table, ...) is None:
+            del rest[table]
+    return rest
+
+
+def merged(tool: str, path: Path, existing: str | None, base: str, key: str) -> tuple[str, str]:
+    """The new text of ``path`` (``existing`` with Ralex's part added or replaced) and that part, as shown.
+
+    Raises a one-line :class:`RalexError` naming the fix when ``existing`` cannot be merged safely.
+    """
+    base = base.rstrip("/")
+    text = existing or ""
+    if tool == "codex":
+        try:
+            if tomllib.loads(text).get("profile") == "ralex":
+                raise _rerun(tool, path, 'selects the legacy profile = "ralex" (Codex refuses it with -p ralex)')
+        except tomllib.TOMLDecodeError as exc:
+            raise _rerun(tool, path, f"is not valid TOML ({exc})") from None
+        block = (f'[model_providers.ralex]\nname = "Ralex"\nbase_url = {json.dumps(base + "/v1")}\n'
+                 f'experimental_bearer_token = {json.dumps(key)}\nwire_api = "responses"\n')
+        new = _appended(_without_tables(MARKED.sub("", text), CODEX_TABLE), tool, block)
+        mine = tomllib.loads(block)["model_providers"]["ralex"]
+        try:
+            merged_config = tomllib.loads(new)
+        except tomllib.TOMLDecodeError:
+            merged_config = None
+        if merged_config is None or merged_config["model_providers"]["ralex"] != mine:
+            if "ralex" in (tomllib.loads(text).get("model_providers") or {}):
+                raise _rerun(tool, path, "defines model_providers.ralex outside a [model_providers.ralex] table")
+            raise _rerun(tool, path, "cannot be merged without changing its other settings")
+        if _others(tomllib.loads(text)) != _others(merged_config):
+            raise _rerun(tool, path, "cannot be merged without changing its other settings")
+        return new, block
+    if tool == "claude-code":
+        try:
+            data: Any = json.loads(text) if text.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise _rerun(tool, path, f"is not valid JSON ({exc})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("env", {}), dict):
+            raise _rerun(tool, path, 'is not a JSON object with an "env" object')
+        env = connection(tool, base, key).env
+        data["env"] = {**data.get("env", {}), **env}
+        return json.dumps(data, indent=2) + "\n", json.dumps({"env": env}, indent=2) + "\n"
+    if tool == "aider":
+        try:
+            data = yaml.safe_load(text) if text.strip() else {}
+        except yaml.YAMLError as exc:
+            raise _rerun(tool, path, f"is not valid YAML ({' '.join(str(exc).split())})") from None
+        if not isinstance(data, dict | None):
+            raise _rerun(tool, path, "is not a YAML mapping of option: value")
+        values = ("openai/auto", "openai/cheap", f"{base}/v1", key)
+        block = "".join(f"{k}: {json.dumps(v)}\n" for k, v in zip(AIDER_KEYS, values, strict=True))
+        new = _appended(_without_keys(MARKED.sub("", text), AIDER_KEYS), tool, block)
+        result = yaml.safe_load(new)
+        if not isinstance(result, dict) or [result.get(k) for k in AIDER_KEYS] != list(values):
+            raise _rerun(tool, path, f"sets {', '.join(AIDER_KEYS)} in a form ralexctl cannot replace")
+        if {k: v for k, v in (data or {}).items() if k not in AIDER_KEYS} != {
+                k: v for k, v in result.items() if k not in AIDER_KEYS}:
+            raise _rerun(tool, path, "cannot be merged without changing its other settings")
+        return new, block
+    raise RalexError(f"unknown tool {tool!r}; use one of: {', '.join(TOOLS)}")
+
+
+def write_settings(path: Path, text: str) -> Path | None:
+    """Write ``text`` to ``path`` (through a symlink) atomically with mode 0600; return the backup, if any."""
+    target = path.resolve()
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    backup = None
+    if target.exists():
+        backup = target.with_name(target.name + BACKUP_SUFFIX)
+        fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(target.read_bytes())
+        os.chmod(backup, 0o600)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return backup
+
+
+CODEX_PROFILE: Final = 'model = "auto"\nmodel_provider = "ralex"\n'
+"""``codex -p ralex`` layers ``$CODEX_HOME/ralex.config.toml`` on the base config (Codex 0.171 refuses a
+``[profiles.ralex]`` table in config.toml when ``-p ralex`` is given)."""
+RUN_WRITTEN: Final = {"codex": 'codex exec -p ralex "fix the typo in hello.py"',
+                      "claude-code": 'claude -p "fix the typo in hello.py"', "aider": "aider"}
+
+
+def _read(tool: str, path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _rerun(tool, path, f"cannot be read ({exc.__class__.__name__}: {exc})") from None
+
+
+def _write(tool: str, base: str, key: str, key_name: str) -> str:
+    """Write the tool's settings with ``key``; return what to print (the key appears in it once)."""
+    path = settings_file(tool)
+    new, block = merged(tool, path, _read(tool, path), base, key)
+    writes = [(path, new, block)]
+    if tool == "codex":
+        writes.append((path.with_name("ralex.config.toml"), CODEX_PROFILE, CODEX_PROFILE))
+    lines: list[str] = []
+    for target, text, shown in writes:
+        if target != path and _read(tool, target) == text:
+            lines += [f"# {target} already holds:", shown.rstrip("\n"), ""]
+            continue
+        try:
+            backup = write_settings(target, text)
+        except OSError as exc:
+            raise RalexError(f"could not write {target} ({exc}); the key {key_name} was created: revoke it with "
+                             f"ralexctl keys revoke {key_name}, fix the permissions, then re-run") from None
+        kept = f"; the previous file is {backup}" if backup else ""
+        lines += [f"# wrote {target} (mode 0600{kept}):", shown.rstrip("\n"), ""]
+    return "\n".join([*lines, f"# then: {RUN_WRITTEN[tool]}"]) + "\n"
+
+
 def connect_command(
     tool: Annotated[str, typer.Argument(help=f"One of: {', '.join(TOOLS)}.")],
     name: Annotated[str | None, typer.Option("--name", "-n", help="The new key's name (default: TOOL-xxxx).")] = None,
     budget: Annotated[str | None, typer.Option("--budget", "-b", help="Daily sub-budget in dollars (default: the "
                                                                        "global budget only).")] = None,
+    write: Annotated[bool, typer.Option("--write", "-w", help="Write the settings where the tool reads them "
+                                        "(~/.codex/config.toml, ~/.claude/settings.json, ~/.aider.conf.yml; "
+                                        "other content kept, old file saved as NAME.bak-ralex).")] = False,
 ) -> None:
-    """Create a key for a coding agent and print the lines that point it at Ralex.
+    """Create a key for a coding agent and print the lines that point it at Ralex (or write them, with --write).
 
-    Example: ralexctl connect claude-code --budget 2
+    Example: ralexctl connect claude-code --budget 2 --write
     """
     if tool not in TOOLS:
         raise RalexError(f"unknown tool {tool!r}; use one of: {', '.join(TOOLS)}")
     key_name, limit = _name(name or f"{tool}-{secrets.token_hex(2)}"), _budget(budget)
     client = _client()
+    if write:  # a file that cannot be merged is refused before any key exists
+        path = settings_file(tool)
+        merged(tool, path, _read(tool, path), client.base, PLACEHOLDER)
     created = client.add_key(key_name, limit)
     notes.print(f"[green]key {created['name']} created[/green] ({budget_text(created)}); it is shown only now:",
                 highlight=False)
-    sys.stdout.write(render(connection(tool, client.base, created["key"])))
+    if write:
+        sys.stdout.write(_write(tool, client.base, created["key"], created["name"]))
+    else:
+        sys.stdout.write(render(connection(tool, client.base, created["key"])))
     sys.stdout.flush()

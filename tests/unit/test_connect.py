@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 import ralex_ctl.keys
 from ralex_ctl.cli import app
-from ralex_ctl.connect import TOOLS, connection, render
+from ralex_ctl.connect import BACKUP_SUFFIX, TOOLS, connection, render
 from tests.unit.test_cli import FakeProxy, project  # noqa: F401  (the project fixture)
 
 runner = CliRunner()
@@ -67,3 +71,174 @@ def test_connect_names_the_tools_it_knows(proxy: type[FakeProxyAt]):
     assert proxy.calls == []
     helped = runner.invoke(app, ["connect", "--help"])
     assert "Example: ralexctl connect" in helped.output
+    assert "--write" in helped.output
+
+
+# --- --write ------------------------------------------------------------------------------------
+
+FILES = {"codex": ".codex/config.toml", "claude-code": ".claude/settings.json", "aider": ".aider.conf.yml"}
+EXISTING = {
+    "codex": ('# my settings\nmodel = "gpt-5"\n\n[model_providers.other]\nname = "Other"\n'
+              'base_url = "https://example.invalid/v1"\n\n[profiles.ralex]\nmodel = "old"\n\n'
+              '[tui]\nanimations = false\n'),
+    "claude-code": '{"theme": "dark", "env": {"FOO": "1", "ANTHROPIC_MODEL": "opus"}}\n',
+    "aider": "# mine\ndark-mode: true\nmodel: gpt-4o\nread:\n  - CONVENTIONS.md\n",
+}
+BAD = {"codex": 'model = "unterminated\n', "claude-code": '{"env": [', "aider": "model: [unclosed\n"}
+
+
+class FreshKeys(FakeProxyAt):
+    """A new key per ``keys add``, so a second run can be told from the first."""
+
+    serial = itertools.count(1)
+
+    def add_key(self, name: str, budget: float | None) -> dict[str, Any]:
+        self.calls.append(("add", (name, budget)))
+        return self._key(name, budget, key=f"sk-ralex-{next(self.serial):043d}")
+
+
+@pytest.fixture
+def home(proxy: type[FakeProxyAt], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("CODEX_HOME", "CLAUDE_CONFIG_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(ralex_ctl.keys, "ProxyClient", FreshKeys)
+    return home
+
+
+def load(tool: str, text: str) -> Any:
+    return {"codex": tomllib.loads, "claude-code": json.loads, "aider": yaml.safe_load}[tool](text)
+
+
+def ralex_settings(tool: str, data: Any) -> tuple[str, str]:
+    """(base URL, key) as the tool will read them."""
+    if tool == "codex":
+        provider = data["model_providers"]["ralex"]
+        assert provider["wire_api"] == "responses"
+        return provider["base_url"], provider["experimental_bearer_token"]
+    if tool == "claude-code":
+        return data["env"]["ANTHROPIC_BASE_URL"], data["env"]["ANTHROPIC_AUTH_TOKEN"]
+    assert (data["model"], data["weak-model"]) == ("openai/auto", "openai/cheap")
+    return data["openai-api-base"], data["openai-api-key"]
+
+
+def assert_kept(tool: str, data: Any) -> None:
+    if tool == "codex":
+        assert data["model"] == "gpt-5"
+        assert data["model_providers"]["other"]["name"] == "Other"
+        assert data["tui"] == {"animations": False}
+        assert "profiles" not in data  # the legacy [profiles.ralex] would make Codex refuse `-p ralex`
+    elif tool == "claude-code":
+        assert data["theme"] == "dark"
+        assert data["env"]["FOO"] == "1"
+        assert data["env"]["ANTHROPIC_MODEL"] == "auto"
+    else:
+        assert data["dark-mode"] is True
+        assert data["read"] == ["CONVENTIONS.md"]
+
+
+def base_for(tool: str) -> str:
+    return FakeProxyAt.base if tool == "claude-code" else f"{FakeProxyAt.base}/v1"
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_write_merges_into_the_tools_file_keeps_the_rest_and_backs_up_the_old_one(home: Path, tool: str):
+    path = home / FILES[tool]
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(EXISTING[tool])
+    result = runner.invoke(app, ["connect", tool, "--write"])
+    assert result.exit_code == 0, result.output
+    assert [call for call, _ in FreshKeys.calls] == ["add"]
+    data = load(tool, path.read_text())
+    key = ralex_settings(tool, data)[1]
+    assert ralex_settings(tool, data) == (base_for(tool), key)
+    assert_kept(tool, data)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    backup = path.with_name(path.name + BACKUP_SUFFIX)
+    assert backup.read_text() == EXISTING[tool]
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+    assert result.stdout.count(key) == 1  # shown once, and written nowhere but the file
+    assert f"# wrote {path} (mode 0600; the previous file is {backup}):" in result.stdout
+    assert sum(key in f.read_text() for f in home.rglob("*") if f.is_file()) == 1
+    if tool == "codex":  # `codex -p ralex` layers this profile on config.toml
+        assert tomllib.loads((home / ".codex" / "ralex.config.toml").read_text()) == {"model": "auto",
+                                                                                     "model_provider": "ralex"}
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_write_again_replaces_ralexs_part_instead_of_adding_one(home: Path, tool: str):
+    path = home / FILES[tool]
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(EXISTING[tool])
+    assert runner.invoke(app, ["connect", tool, "--write"]).exit_code == 0
+    first = path.read_text()
+    again = runner.invoke(app, ["connect", tool, "--write", "--name", "second"])
+    assert again.exit_code == 0, again.output
+    text = path.read_text()
+    data = load(tool, text)
+    old_key, new_key = ralex_settings(tool, load(tool, first))[1], ralex_settings(tool, data)[1]
+    assert new_key != old_key
+    assert old_key not in text
+    assert_kept(tool, data)
+    assert path.with_name(path.name + BACKUP_SUFFIX).read_text() == first  # the file as it was before this run
+    marker = {"codex": "[model_providers.ralex]", "claude-code": "ANTHROPIC_AUTH_TOKEN", "aider": "openai-api-key"}
+    assert text.count(marker[tool]) == 1
+    assert text == first.replace(old_key, new_key)  # the same place, nothing appended twice
+    if tool == "codex":  # the profile is left as it was
+        assert not (home / ".codex" / f"ralex.config.toml{BACKUP_SUFFIX}").exists()
+        assert "ralex.config.toml already holds:" in again.stdout
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_write_creates_a_missing_file_private_without_a_backup(home: Path, tool: str):
+    result = runner.invoke(app, ["connect", tool, "--write"])
+    assert result.exit_code == 0, result.output
+    path = home / FILES[tool]
+    assert ralex_settings(tool, load(tool, path.read_text()))[0] == base_for(tool)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not path.with_name(path.name + BACKUP_SUFFIX).exists()
+    assert "# then: " in result.stdout
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_write_refuses_a_file_it_cannot_merge_in_one_line_before_any_key_exists(home: Path, tool: str):
+    path = home / FILES[tool]
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(BAD[tool])
+    result = runner.invoke(app, ["connect", tool, "--write"])
+    assert result.exit_code == 1
+    message = str(result.exception)
+    assert "\n" not in message
+    assert message.startswith(str(path))
+    assert message.endswith(f"fix it or move it away, then re-run: ralexctl connect {tool} --write")
+    assert FreshKeys.calls == []
+    assert path.read_text() == BAD[tool]
+    assert not path.with_name(path.name + BACKUP_SUFFIX).exists()
+
+
+@pytest.mark.parametrize(("tool", "text", "says"), [
+    ("claude-code", '{"env": "ANTHROPIC_BASE_URL=x"}', 'is not a JSON object with an "env" object'),
+    ("claude-code", "[]", 'is not a JSON object with an "env" object'),
+    ("aider", "- model\n", "is not a YAML mapping"),
+    ("codex", 'profile = "ralex"\n', 'selects the legacy profile = "ralex"'),
+    ("codex", 'model_providers.ralex.name = "Mine"\n', "defines model_providers.ralex outside"),
+    ("codex", 'note = """\n[model_providers.ralex]\n"""\n', "cannot be merged without changing its other settings"),
+    ("codex", "model_providers = []\n", "cannot be merged without changing its other settings"),
+])
+def test_write_names_what_is_wrong_with_the_file(home: Path, tool: str, text: str, says: str):
+    path = home / FILES[tool]
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    result = runner.invoke(app, ["connect", tool, "--write"])
+    assert result.exit_code == 1
+    assert says in str(result.exception)
+    assert FreshKeys.calls == []
+
+
+def test_write_follows_codex_home(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("CODEX_HOME", str(tmp_path / "codex"))
+    assert runner.invoke(app, ["connect", "codex", "--write"]).exit_code == 0
+    assert (tmp_path / "codex" / "config.toml").exists()
+    assert not (home / ".codex").exists()
