@@ -8,7 +8,7 @@ variable "TAG" { default = "0.1.0" }
 variable "REGISTRY" { default = "ralex" }
 variable "PYTHON_IMAGE" { default = "python:3.11-slim-bookworm" }
 variable "NODE_IMAGE" { default = "node:22-bookworm-slim" }
-variable "OPENCODE_VERSION" { default = "1.18.33" }
+variable "OPENCODE_VERSION" { default = "" }  # empty: services/opencode/opencode.lock's default per platform
 
 group "default" { targets = ["litellm", "budget-exporter", "opencode"] }
 

@@ -71,8 +71,10 @@ def main() -> None:
     with (root / ".env").open("a") as f:
         f.write("".join(f"{k}={v}\n" for k, v in {
             "RALEX_PROXY_PORT": free_port(), "RALEX_PROMETHEUS_PORT": free_port(), "RALEX_GRAFANA_PORT": free_port(),
-            "RALEX_LITELLM_IMAGE": "ralex/litellm:test", "RALEX_EXPORTER_IMAGE": "ralex/budget-exporter:test",
-            "RALEX_OPENCODE_IMAGE": "ralex/opencode:test", "RALEX_CONFIG_FILE": "./tests/e2e/ralex.yaml"}.items()))
+            "RALEX_LITELLM_IMAGE": "ralex.invalid/litellm:test",
+            "RALEX_EXPORTER_IMAGE": "ralex.invalid/budget-exporter:test",
+            "RALEX_OPENCODE_IMAGE": "ralex.invalid/opencode:test",
+            "RALEX_CONFIG_FILE": "./tests/e2e/ralex.yaml"}.items()))
     results: dict[str, object] = {"services": SERVICES}
     try:
         run(["docker", "compose", "build", "litellm", "budget-exporter", "opencode", "fake-openrouter"], root, env,

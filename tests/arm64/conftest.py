@@ -102,8 +102,9 @@ def arm_stack(tmp_path_factory: pytest.TempPathFactory, results: Results) -> Ite
         **images,  # every RALEX_*_IMAGE an arm64 stand-in, DOCKER_DEFAULT_PLATFORM=linux/arm64
         "RALEX_PROXY_PORT": str(free_port()), "RALEX_PROMETHEUS_PORT": str(free_port()),
         "RALEX_GRAFANA_PORT": str(free_port()),
-        "RALEX_LITELLM_IMAGE": "ralex/litellm:arm64-test", "RALEX_EXPORTER_IMAGE": "ralex/budget-exporter:arm64-test",
-        "RALEX_OPENCODE_IMAGE": "ralex/opencode:arm64-test", "RALEX_OPENCODE_VERSION": OPENCODE_ARM64_VERSION,
+        "RALEX_LITELLM_IMAGE": "ralex.invalid/litellm:arm64-test",
+        "RALEX_EXPORTER_IMAGE": "ralex.invalid/budget-exporter:arm64-test",
+        "RALEX_OPENCODE_IMAGE": "ralex.invalid/opencode:arm64-test", "RALEX_OPENCODE_VERSION": OPENCODE_ARM64_VERSION,
     }
     process_env = {k: v for k, v in os.environ.items()
                    if not k.startswith(("OPENROUTER_", "LITELLM_", "QEMU_")) and not k.endswith("_IMAGE")}
@@ -119,8 +120,8 @@ def arm_stack(tmp_path_factory: pytest.TempPathFactory, results: Results) -> Ite
     stack.env = {**read_env(root / ".env"), **machine}
     # the fake's image is built FROM the arm64 python stand-in too (the tag differs from the e2e one)
     (root / "tests" / "compose.fake.yaml").write_text((root / "tests" / "compose.fake.yaml").read_text()
-                                                      .replace("ralex/fake-openrouter:test",
-                                                               "ralex/fake-openrouter:arm64-test"))
+                                                      .replace("ralex.invalid/fake-openrouter:test",
+                                                               "ralex.invalid/fake-openrouter:arm64-test"))
     started = time.monotonic()
     build = subprocess.run(["docker", "compose", "build", *BUILT], cwd=root, env=process_env, capture_output=True,
                            text=True, timeout=3600, check=False)

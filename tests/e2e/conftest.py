@@ -137,8 +137,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     machine = {
         "RALEX_PROXY_PORT": str(free_port()), "RALEX_PROMETHEUS_PORT": str(free_port()),
         "RALEX_GRAFANA_PORT": str(free_port()),
-        "RALEX_LITELLM_IMAGE": "ralex/litellm:test", "RALEX_EXPORTER_IMAGE": "ralex/budget-exporter:test",
-        "RALEX_OPENCODE_IMAGE": "ralex/opencode:test",
+        "RALEX_LITELLM_IMAGE": "ralex.invalid/litellm:test",
+        "RALEX_EXPORTER_IMAGE": "ralex.invalid/budget-exporter:test",
+        "RALEX_OPENCODE_IMAGE": "ralex.invalid/opencode:test",
         **{k: v for k, v in os.environ.items() if k.startswith("RALEX_") and k.endswith("_IMAGE")
            and k not in ("RALEX_LITELLM_IMAGE", "RALEX_EXPORTER_IMAGE", "RALEX_OPENCODE_IMAGE")},
     }

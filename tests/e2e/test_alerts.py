@@ -4,7 +4,7 @@ server (tests/compose.fake.yaml). Each threshold reaches each receiver once per 
 
 The tests run in file order on the session's stack and leave its budget as they found it (limit,
 timezone, thresholds). The last one measures the time from a crossing to its webhook and writes
-bench/results/alerts.json.
+bench/results/alerts.json (with RALEX_RESULTS_DIR=bench/results).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from ralex_ctl.alerts import update_env
+from tests import results
 from tests.e2e.conftest import Stack
 from tests.integration.conftest import ROOT, wait_until
 
@@ -47,7 +48,6 @@ TARGETS = {  # kind -> (target, where the receiver files it)
 KIND_OF_PATH = {path: kind for kind, (_, path) in TARGETS.items()}
 DEFAULT_THRESHOLDS = ["50", "80", "95", "100"]
 SCRAPE_S, EVALUATION_S = 5.0, 5.0  # prometheus/prometheus.yml (budget-exporter job, evaluation_interval)
-RESULTS = ROOT / "bench" / "results" / "alerts.json"
 
 
 # --- the receiver and the budget ---------------------------------------------------------------
@@ -314,8 +314,7 @@ def test_latency_from_crossing_to_webhook(alerting: Stack, figures: dict[str, An
         "latencies_s": [round(v, 3) for v in latencies],
         "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    results.record("alerts.json", None, result)
     print(f"\ncrossing -> webhook over {len(latencies)} crossings: p50 {result['p50_s']} s, p95 {result['p95_s']} s "
           f"(min {result['min_s']}, max {result['max_s']}; scrape {SCRAPE_S:g} s + evaluation {EVALUATION_S:g} s "
           "+ group_wait 5 s)")

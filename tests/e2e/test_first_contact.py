@@ -59,7 +59,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Path]]:
                 env.write(f"COMPOSE_PROJECT_NAME=ralex-fc-{label}-{os.getpid()}\n"
                           "COMPOSE_FILE=compose.yaml:tests/compose.fake.yaml\n"
                           f"RALEX_PROXY_PORT={free_port()}\nRALEX_PROMETHEUS_PORT={free_port()}\n"
-                          f"RALEX_GRAFANA_PORT={free_port()}\nRALEX_LITELLM_IMAGE=ralex/litellm:first-contact\n")
+                          f"RALEX_GRAFANA_PORT={free_port()}\nRALEX_LITELLM_IMAGE=ralex.invalid/litellm:first-contact\n")
         yield made
     finally:
         for root in made:

@@ -34,7 +34,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, st
         "GRAFANA_ADMIN_PASSWORD": secrets.token_hex(12),
         "RALEX_PROXY_PORT": str(port),
         "RALEX_TIMEZONE": "Europe/Berlin",
-        "RALEX_LITELLM_IMAGE": "ralex/litellm:test",
+        "RALEX_LITELLM_IMAGE": "ralex.invalid/litellm:test",
     }.items()) + "\n")
     os.environ["COMPOSE_PROJECT_NAME"] = f"ralex-test-{uuid.uuid4().hex[:6]}"
     compose = DockerCompose(str(ROOT), compose_file_name=["compose.yaml", "tests/compose.fake.yaml"],

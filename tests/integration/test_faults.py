@@ -3,7 +3,6 @@ down, timeouts, client cancels and broken streams, compared with what the fake u
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import threading
@@ -16,6 +15,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from tests import results
 from tests.integration.conftest import (
     Fake,
     Proxy,
@@ -28,7 +28,6 @@ from tests.integration.conftest import (
 )
 
 pytestmark = pytest.mark.integration
-FIGURES = Path(__file__).resolve().parents[2] / "bench" / "results" / "faults.json"
 
 
 def ledger(dsn: str) -> list[dict[str, Any]]:
@@ -42,10 +41,8 @@ def billed(upstream: Fake) -> tuple[int, float]:
 
 
 def record(name: str, figures: dict[str, Any]) -> None:
-    """Keep the measured figures for the README (bench/results/faults.json)."""
-    data = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
-    data[name] = figures
-    FIGURES.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    """Keep the measured figures for the README (faults.json, with RALEX_RESULTS_DIR set)."""
+    results.record("faults.json", name, figures)
 
 
 def restart(proxy: Proxy, upstream: Fake, tmp_path: Path, journal: Path, sig: int) -> Proxy:

@@ -17,10 +17,10 @@ import httpx
 import psycopg
 import pytest
 
+from tests import results
 from tests.integration.conftest import Fake, Pg, Proxy, start_proxy, wait_until
 
 pytestmark = pytest.mark.integration
-FIGURES = Path(__file__).resolve().parents[2] / "bench" / "results" / "keys.json"
 AGENT = {"Authorization": "Bearer sk-ralex-test-agent"}
 HI = [{"role": "user", "content": "fix the typo in hello.py"}]
 
@@ -239,9 +239,7 @@ def test_three_keys_fifty_concurrent_requests_no_key_over_its_sub_budget_nor_the
         "upstream_generations": len(upstream.requests()),
         "ledger_rows_served": sum(len(r) for r in rows.values()),
     }
-    data = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
-    data["three_keys_fifty_concurrent"] = figures
-    FIGURES.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    results.record("keys.json", "three_keys_fifty_concurrent", figures)
     print(json.dumps(figures, indent=2))
 
     for name, budget in budgets.items():
