@@ -17,7 +17,7 @@ import time
 import webbrowser
 from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, Annotated, Any, NoReturn
 
 import docker.errors
 import typer
@@ -43,6 +43,7 @@ from ralex_ctl.project import (
     render_env,
 )
 from ralex_ctl.proxy_api import ProxyClient
+from ralex_ctl.textout import safe_line
 
 app = typer.Typer(
     name="ralexctl",
@@ -52,8 +53,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # Piped or redirected output is not cut to 80 columns: tables keep full model names (COLUMNS still wins).
-console = Console(soft_wrap=True, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
-err = Console(stderr=True, soft_wrap=True)
+# Text from outside goes through safe_line; emoji codes stay text (`:x:` in a message is not an emoji).
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160,
+                  emoji=False)
+err = Console(stderr=True, soft_wrap=True, emoji=False)
 STATE = {"verbose": False}
 
 
@@ -112,13 +115,13 @@ def route_command(
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
     if payload["decision"] == "route":
-        console.print(f"[bold]{payload['alias']}[/bold] -> {payload['model']}  "
-                      f"(tier {payload['tier']}, {usd(payload['remaining'])} left, max_tokens {payload['max_tokens']}, "
-                      f"worst case {usd(payload['worst_case_usd'])})")
-        console.print(f"why: {payload['reason']}")
+        console.print(f"[bold]{safe_line(payload['alias'])}[/bold] -> {safe_line(payload['model'])}  "
+                      f"(tier {safe_line(payload['tier'])}, {usd(payload['remaining'])} left, "
+                      f"max_tokens {safe_line(payload['max_tokens'])}, worst case {usd(payload['worst_case_usd'])})")
+        console.print(f"why: {safe_line(payload['reason'])}")
     else:
-        console.print(f"[red]refused ({payload['status']})[/red]: {payload['message']}")
-    console.print(f"[dim]from: {payload['source']}; prices: {payload['prices']}[/dim]")
+        console.print(f"[red]refused ({safe_line(payload['status'])})[/red]: {safe_line(payload['message'])}")
+    console.print(f"[dim]from: {safe_line(payload['source'])}; prices: {safe_line(payload['prices'])}[/dim]")
 
 
 # --- setting up -------------------------------------------------------------------------------
@@ -211,10 +214,10 @@ def init(
         folder.mkdir(parents=True)
         if os.getuid() == 0:
             os.chown(folder, uid, gid)
-    console.print(f"[green]wrote[/green] {project.env_path} (budget {usd(amount)}/day, {timezone}, "
-                  f"workspace {workspace_value}, {profile} memory profile"
-                  + (f", Compose project {taken}" if taken else "")
-                  + f"; {checked}); next: ralexctl up", highlight=False)
+    console.print(f"[green]wrote[/green] {safe_line(project.env_path)} (budget {usd(amount)}/day, "
+                  f"{safe_line(timezone)}, workspace {safe_line(workspace_value)}, {profile} memory profile"
+                  + (f", Compose project {safe_line(taken)}" if taken else "")
+                  + f"; {safe_line(checked)}); next: ralexctl up", highlight=False)
 
 
 # How to fix a value init wrote, by variable (any other: correct it in .env.example).
@@ -353,24 +356,21 @@ def up(
     started = time.monotonic()
     returncode, output = _compose_up(project, command, engine, progress, started)
     if returncode != 0:
-        tail = "\n".join(output[-15:])
-        stuck = [s.line() for s in progress.services.values() if s.phase != "ready"]
-        raise RalexError(f"docker compose up failed ({returncode}):\n{tail}\n"
-                         + (f"not ready: {'; '.join(stuck)}\n" if stuck else "") + "see `ralexctl logs`")
+        raise RalexError(_compose_up_failure(project, returncode, output, progress))
     states = stack.states(project, engine)
     if console.is_terminal:
         console.print(render.up_summary(progress, states))
     else:
         for line in render.up_summary_lines(progress, states):
-            console.print(line, markup=False, highlight=False)
+            console.print(safe_line(line), highlight=False)
     console.print(f"[green]Ralex is up[/green] in {render.seconds(time.monotonic() - started)} "
-                  f"(Compose project {project.compose_project})")
+                  f"(Compose project {safe_line(project.compose_project)})")
     for name, url in _urls(project).items():
-        console.print(f"  {name:<10} {url}")
+        console.print(f"  {name:<10} {safe_line(url)}")
     try:
         console.print(render.budget_line(ProxyClient(project).budget()))
     except RalexError as exc:
-        console.print(f"[yellow]budget unavailable:[/yellow] {exc}")
+        console.print(f"[yellow]budget unavailable:[/yellow] {safe_line(exc)}")
 
 
 def _compose_up(project: Project, command: list[str], engine: Any, progress: stack.UpProgress,
@@ -387,7 +387,7 @@ def _compose_up(project: Project, command: list[str], engine: Any, progress: sta
 
     def report(change: str | None, at: float) -> None:
         if change and not console.is_terminal:
-            console.print(f"{at:7.1f}s {change}", markup=False, highlight=False)
+            console.print(f"{at:7.1f}s {safe_line(change)}", highlight=False)
 
     with subprocess.Popen(command, cwd=project.root, env=stack.compose_env(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
@@ -419,6 +419,24 @@ def _compose_up(project: Project, command: list[str], engine: Any, progress: sta
                     live.update(render.progress_table(progress, at))
         returncode = proc.wait()
     return returncode, output
+
+
+# Words of a line that says what went wrong, in Compose's and BuildKit's output.
+_FAILURE_WORDS = re.compile(r"error|fail|unhealthy|exited|denied|not found|no such|cannot|invalid|refused", re.I)
+
+
+def _compose_up_failure(project: Project, returncode: int, output: list[str], progress: stack.UpProgress) -> str:
+    """One line for a failed `docker compose up`: its last meaningful line (the last that names a failure,
+    else the last with words), what is not ready, and where the whole story is."""
+    lines = [line.strip() for line in output if any(c.isalnum() for c in line)]
+    failures = [line for line in lines if _FAILURE_WORDS.search(line)]
+    last = (failures or lines or [f"no output, exit code {returncode}"])[-1]
+    stuck = [s for s in progress.services.values() if s.phase != "ready"]
+    building = [s.service for s in stuck if s.phase == "building"]
+    where = (f"for the whole build log run `docker compose build {' '.join(building)}` in {project.root}"
+             if building else "see `ralexctl logs`")
+    return (f"docker compose up failed ({returncode}): {last}"
+            + (f"; not ready: {', '.join(s.line() for s in stuck)}" if stuck else "") + f"; {where}")
 
 
 @app.command()
@@ -468,17 +486,18 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
                                      "alerts_firing": firing,
                                      "urls": _urls(project), "problem": problem}, indent=2) + "\n")
         return
-    console.print(render.services_table(states, f"Ralex services (Compose project {compose.project_name}, "
+    console.print(render.services_table(states, f"Ralex services (Compose project {safe_line(compose.project_name)}, "
                                                 f"name from {compose.name_from})"))
     if other is not None:
-        console.print(f"[yellow]these containers are the stack in {other}[/yellow], not this folder's: give this "
-                      f"folder its own COMPOSE_PROJECT_NAME in {project.env_path}", highlight=False)
+        console.print(f"[yellow]these containers are the stack in {safe_line(other)}[/yellow], not this folder's: "
+                      f"give this folder its own COMPOSE_PROJECT_NAME in {safe_line(project.env_path)}",
+                      highlight=False)
     if budget:
         console.print(render.budget_line(budget))
         if keys_line := keys_summary(budget):
-            console.print(keys_line, highlight=False)
+            console.print(safe_line(keys_line), highlight=False)
     elif problem:
-        console.print(f"[yellow]budget unavailable:[/yellow] {problem}")
+        console.print(f"[yellow]budget unavailable:[/yellow] {safe_line(problem)}")
     else:
         console.print("[yellow]the proxy is not running:[/yellow] ralexctl up")
     if firing:
@@ -486,7 +505,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
 
         for severity, text in firing_lines(firing):
             colour = {"critical": "red", "warning": "yellow"}.get(severity, "cyan")
-            console.print(f"[{colour}]alert ({severity})[/{colour}] {text}", highlight=False)
+            console.print(f"[{colour}]alert ({safe_line(severity)})[/{colour}] {safe_line(text)}", highlight=False)
 
 
 def _firing_alerts(project: Project, states: list[stack.ServiceState]) -> list[dict[str, Any]] | None:
@@ -541,7 +560,7 @@ def dashboard(open_browser: Annotated[bool, typer.Option("--open", help="Open it
     Example: ralexctl dashboard --open
     """
     url = _urls(find_project())["dashboard"]
-    console.print(url)
+    console.print(safe_line(url))
     if open_browser:
         webbrowser.open(url)
 
@@ -713,7 +732,7 @@ def _apply_alerts(project: Project, changes: dict[str, str], done: str) -> None:
     if text != current:
         _replace_file(project.env_path, text.encode())
     outcome = alerts.install(project, config, manager)
-    console.print(f"[green]{done}[/green]; {outcome}", highlight=False)
+    console.print(f"[green]{safe_line(done)}[/green]; {safe_line(outcome)}", highlight=False)
 
 
 @alerts_app.callback()
@@ -749,7 +768,7 @@ def _show_alerts(as_json: bool) -> None:
         console.print("no alert receiver: budget alerts stay in Prometheus and Grafana; add one, e.g. "
                       f"ralexctl alerts add ntfy {alerts.EXAMPLES['ntfy']}", highlight=False)
     for r in found:
-        console.print(f"{r.kind:<8} {r.shown()}  [grey50]({r.variable})[/grey50]", highlight=False)
+        console.print(f"{r.kind:<8} {safe_line(r.shown())}  [grey50]({r.variable})[/grey50]", highlight=False)
     if state == "stale" or (found and state == "absent"):
         console.print(f"[yellow]{alerts.CONFIG} does not match .env:[/yellow] ralexctl alerts apply", highlight=False)
 
@@ -992,10 +1011,17 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
             table.add_column(column)
         for c in checks:
             mark = "[green]ok[/green]" if c.ok else "[yellow]warn[/yellow]" if c.warn_only else "[red]FAIL[/red]"
-            table.add_row(mark, c.name, c.detail, "" if c.ok else c.fix)
+            table.add_row(mark, safe_line(c.name), safe_line(c.detail), "" if c.ok else safe_line(c.fix))
         console.print(table)
     if failed:
         raise typer.Exit(1)
+
+
+def fail(problem: object) -> NoReturn:
+    """The error path: one line `error: <what happened and the fix>` on stderr, exit code 1."""
+    err.print(f"[red]error:[/red] {safe_line(problem)}", highlight=False)
+    raise SystemExit(1) from None
+
 
 def main() -> None:
     try:
@@ -1003,5 +1029,4 @@ def main() -> None:
     except RalexError as exc:
         if STATE["verbose"]:
             raise
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise SystemExit(1) from None
+        fail(exc)
