@@ -5,7 +5,7 @@
 # none of this: without a registry it builds the same Dockerfiles for the machine it runs on.
 # .github/workflows/release.yml runs this on every v* tag.
 variable "TAG" { default = "0.1.0" }
-variable "REGISTRY" { default = "ralex" }
+variable "REGISTRY" { default = "ralex.invalid" }  # local builds: the names compose.yaml uses; release.yml sets ghcr.io/OWNER
 variable "PYTHON_IMAGE" { default = "python:3.11-slim-bookworm" }
 variable "NODE_IMAGE" { default = "node:22-bookworm-slim" }
 variable "OPENCODE_VERSION" { default = "" }  # empty: services/opencode/opencode.lock's default per platform

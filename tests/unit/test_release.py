@@ -30,9 +30,10 @@ def test_bake_builds_every_image_compose_builds_for_both_platforms():
     assert re.search(r'platforms\s*=\s*\["linux/amd64", "linux/arm64"\]', bake)
     assert 'type=provenance,mode=max' in bake
     for name in built:
-        image = services[name]["image"]  # ${RALEX_X_IMAGE:-ralex/<name>:<tag>}: the bake tag, registry ralex
+        image = services[name]["image"]  # ${RALEX_X_IMAGE:-ralex.invalid/<name>:<version>}: the bake's default tag
         default = re.fullmatch(r"\$\{RALEX_[A-Z]+_IMAGE:-(.+)\}", image).group(1)  # type: ignore[union-attr]
-        assert default == f"ralex/{name}:0.1.0"
+        assert default == f"ralex.invalid/{name}:0.1.0"
+        assert 'variable "REGISTRY" { default = "ralex.invalid" }' in bake
         assert f'"${{REGISTRY}}/{name}:${{TAG}}"' in bake
 
 
