@@ -30,9 +30,10 @@ from rich.console import Console
 
 from ralex_ctl.errors import RalexError
 from ralex_ctl.keys import _budget, _client, _name, budget_text
+from ralex_ctl.textout import safe_line
 
 TOOLS: Final = ("claude-code", "codex", "aider")
-notes = Console(stderr=True, soft_wrap=True)
+notes = Console(stderr=True, soft_wrap=True, emoji=False)
 """Notes go to stderr, so ``eval "$(ralexctl connect aider)"`` sets the variables."""
 
 
@@ -285,7 +286,8 @@ def connect_command(
         path = settings_file(tool)
         merged(tool, path, _read(tool, path), client.base, PLACEHOLDER)
     created = client.add_key(key_name, limit)
-    notes.print(f"[green]key {created['name']} created[/green] ({budget_text(created)}); it is shown only now:",
+    notes.print(f"[green]key {safe_line(created['name'])} created[/green] ({budget_text(created)}); "
+                "it is shown only now:",
                 highlight=False)
     if write:
         sys.stdout.write(_write(tool, client.base, created["key"], created["name"]))

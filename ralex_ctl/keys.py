@@ -21,12 +21,13 @@ from ralex.keys import ClientKeyError, check_name, parse_key_budget
 from ralex_ctl.errors import RalexError
 from ralex_ctl.project import find_project
 from ralex_ctl.proxy_api import ProxyClient
+from ralex_ctl.textout import safe_line
 
 keys_app = typer.Typer(help="A proxy key per client, each with an optional daily sub-budget (live). "
                             "Example: ralexctl keys add laptop-claude --budget 2",
                        no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
 # As ralexctl's own console: piped output is not cut to 80 columns (COLUMNS still wins).
-console = Console(soft_wrap=True, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160, emoji=False)
 
 NameArg = Annotated[str, typer.Argument(help="The key's name: 1-40 lowercase letters, digits and '-'.")]
 
@@ -77,8 +78,8 @@ def keys_add(
     """
     name, limit = _name(name), _budget(budget)
     created = _client().add_key(name, limit)
-    console.print(f"[green]key {created['name']} created[/green] ({budget_text(created)}); it is shown only now, "
-                  "store it in the client's settings:", highlight=False)
+    console.print(f"[green]key {safe_line(created['name'])} created[/green] ({budget_text(created)}); "
+                  "it is shown only now, store it in the client's settings:", highlight=False)
     sys.stdout.write(created["key"] + "\n")
     sys.stdout.flush()
 
@@ -101,7 +102,7 @@ def keys_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON."
     for column in ("name", "daily sub-budget", "spent today", "held", "created", "revoked"):
         table.add_column(column, justify="right" if column in ("spent today", "held") else "left")
     for key in data["keys"]:
-        table.add_row(key["name"], budget_text(key), usd(key["spent_today"]), usd(key["held"]),
+        table.add_row(safe_line(key["name"]), budget_text(key), usd(key["spent_today"]), usd(key["held"]),
                       key["created_at"][:16].replace("T", " "),
                       key["revoked_at"][:16].replace("T", " ") if key["revoked_at"] else "")
     console.print(table)
@@ -115,7 +116,7 @@ def keys_revoke(name: NameArg) -> None:
     """
     name = _name(name)
     revoked = _client().revoke_key(name)
-    console.print(f"[green]key {revoked['name']} revoked[/green]; its requests are refused from now on",
+    console.print(f"[green]key {safe_line(revoked['name'])} revoked[/green]; its requests are refused from now on",
                   highlight=False)
 
 
@@ -131,5 +132,5 @@ def keys_budget(
     """
     name, limit = _name(name), _budget(amount)
     changed = _client().set_key_budget(name, limit)
-    console.print(f"[green]key {changed['name']}: {budget_text(changed)}[/green] (live; spent today "
+    console.print(f"[green]key {safe_line(changed['name'])}: {budget_text(changed)}[/green] (live; spent today "
                   f"{usd(changed['spent_today'])})", highlight=False)

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from ralex.budget import alert_level, format_duration, usd
 from ralex_ctl.stack import ServiceProgress, ServiceState, UpProgress
+from ralex_ctl.textout import safe_line
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 
@@ -49,7 +50,7 @@ def services_table(states: list[ServiceState], title: str = "Ralex services") ->
         table.add_column(column)
     for s in states:
         style = "green" if s.ok else "red" if s.state != "absent" else "grey50"
-        table.add_row(s.service, Text(s.state, style=style), s.health, s.ports)
+        table.add_row(safe_line(s.service), Text(s.state, style=style), safe_line(s.health), safe_line(s.ports))
     return table
 
 
@@ -78,7 +79,8 @@ def progress_table(progress: UpProgress, elapsed: float) -> Table:
     for s in progress.services.values():
         building = s.build_seconds if s.build_seconds is not None else (
             elapsed - s.build_began if s.build_began is not None else None)
-        table.add_row(s.service, _phase(s), Text(s.detail, style="grey50"), seconds(building), seconds(s.ready_at))
+        table.add_row(safe_line(s.service), _phase(s), Text(s.detail, style="grey50"),
+                      seconds(building), seconds(s.ready_at))
     return table
 
 
@@ -91,8 +93,8 @@ def up_summary(progress: UpProgress, states: list[ServiceState]) -> Table:
     for s in progress.services.values():
         state = found.get(s.service)
         style = "green" if state and state.ok else "red"
-        table.add_row(s.service, Text(state.state if state else "absent", style=style),
-                      state.health if state else "-", seconds(s.build_seconds), seconds(s.ready_at))
+        table.add_row(safe_line(s.service), Text(state.state if state else "absent", style=style),
+                      safe_line(state.health) if state else "-", seconds(s.build_seconds), seconds(s.ready_at))
     return table
 
 
@@ -131,7 +133,7 @@ def spend_table(spend: dict[str, Any]) -> Table:
     table = Table(title=f"Spend by {by}, last {spend['days']} days", title_justify="left", show_footer=True)
     table.add_column("day", footer="total")
     for key in keys:
-        table.add_column(key, justify="right", footer=usd(sum(cells[(d, key)] for d in days)))
+        table.add_column(safe_line(key), justify="right", footer=usd(sum(cells[(d, key)] for d in days)))
     totals = [sum(cells[(d, k)] for k in keys) for d in days]
     table.add_column("total", justify="right", footer=usd(sum(totals)))
     table.add_column("requests", justify="right", footer=str(sum(requests.values())))
