@@ -62,26 +62,30 @@ def test_every_requirement_is_pinned_and_hashed(path: str):
         assert "--hash=sha256:" in line, line
 
 
+def test_the_lock_installer_never_resolves():
+    """services/install-lock.sh: the lock itself (--no-deps --require-hashes, wheels only), then pip check."""
+    text = (ROOT / "services" / "install-lock.sh").read_text().replace("\\\n", " ")
+    install = re.search(r"pip\" install (.*)", text).group(1).split()  # type: ignore[union-attr]
+    assert install == ["--no-deps", "--require-hashes", "--only-binary", ":all:", "-r", '"$requirements"']
+    assert '"$venv/bin/pip" check' in text
+
+
 @pytest.mark.parametrize("dockerfile", sorted(PYTHON_DOCKERFILES))
 def test_python_images_install_locks_without_resolving(dockerfile: str):
-    """Every pip install is the lock itself (--no-deps --require-hashes, wheels only) or the wheel just built,
-    and each venv is checked complete with pip check: no resolution that a new upstream release could change."""
+    """Every venv is a lock installed by services/install-lock.sh; the only other pip install is the wheel
+    just built by the locked backend, into a venv already checked, and checked again."""
     text = (ROOT / dockerfile).read_text().replace("\\\n", " ")
     installs = re.findall(r"pip install ([^&\n]*)", text)
-    assert installs
     for args in installs:
-        words = args.split()
-        if "-r" in words:
-            assert {"--no-deps", "--require-hashes", "--only-binary"} <= set(words), args
-            assert ":all:" in words, args
-        else:
-            assert words[:2] == ["--no-deps", "/tmp/wheel/*.whl"], args
-    for venv in set(re.findall(r"(/opt/\w+)/bin/pip install", text)):
-        if venv != "/opt/build":
-            assert f"{venv}/bin/pip check" in text, (dockerfile, venv)
-    assert "--no-build-isolation" in text or "/tmp/wheel" not in text  # the build backend is the locked one
-    for requirements in PYTHON_DOCKERFILES[dockerfile]:
-        assert f"COPY {requirements} " in text, requirements
+        assert args.split()[:2] == ["--no-deps", "/tmp/wheel/*.whl"], args
+    if installs:
+        assert "--no-build-isolation" in text and "/opt/ralex/bin/pip check" in text
+    assert "pip3 install" not in text and "python -m pip install" not in text and "python3 -m pip install" not in text
+    locks = re.findall(r"install-lock\.sh (/opt/\w+) /tmp/([\w-]+\.txt)", text)
+    assert locks
+    copied = dict(re.findall(r"^COPY (\S+requirements\.txt) /tmp/(\S+)$", text, re.M))
+    assert sorted(copied) == sorted(PYTHON_DOCKERFILES[dockerfile])
+    assert {name for _, name in locks} == set(copied.values())
     if "AS deps" in text:  # the stage tests/integration/test_image_locks.py builds with no cache
         assert re.search(r"^FROM \$\{PYTHON_IMAGE\} AS deps$", text, re.M)
 
