@@ -7,9 +7,9 @@ the proxy mutates from one event loop (so check-and-reserve is atomic: no ``awai
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -112,22 +112,79 @@ def zone(name: str) -> ZoneInfo:
         ) from None
 
 
+def _aware(now: datetime) -> datetime:
+    """``now`` itself; a naive datetime is refused: it would be read in this machine's timezone."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError(f"{now.isoformat()} has no timezone; budget days are computed from aware datetimes")
+    return now
+
+
 def budget_day(now: datetime, tz: str) -> date:
     """The budget day a moment belongs to: the calendar date in the configured timezone."""
-    return now.astimezone(zone(tz)).date()
+    return _aware(now).astimezone(zone(tz)).date()
+
+
+def day_start(day: date, tz: str) -> datetime:
+    """The first moment of ``day`` in ``tz``: its local midnight (aware), or the end of the gap where a
+    daylight-saving change skips midnight itself (clocks jumping from 23:59:59 to 01:00)."""
+    zi = zone(tz)
+    return datetime.combine(day, time(0), tzinfo=zi).astimezone(UTC).astimezone(zi)
+
+
+@dataclass(frozen=True, slots=True)
+class DayWindow:
+    """One budget day: from its local midnight up to (not including) the next one. It lasts 24 hours,
+    or 23 and 25 on the nights the clocks change; every duration here is real elapsed time."""
+
+    day: date
+    start: datetime
+    end: datetime
+
+    @property
+    def length(self) -> timedelta:
+        return timedelta(seconds=self.end.timestamp() - self.start.timestamp())
+
+    def __contains__(self, now: datetime) -> bool:
+        return self.start.timestamp() <= _aware(now).timestamp() < self.end.timestamp()
+
+    def seconds_left(self, now: datetime) -> float:
+        """Real seconds from ``now`` until the day ends (the budget resets)."""
+        return max(0.0, self.end.timestamp() - _aware(now).timestamp())
+
+
+def day_window(now: datetime, tz: str) -> DayWindow:
+    """The budget day ``now`` belongs to in ``tz``, with its start and end (the next reset)."""
+    day = budget_day(now, tz)
+    return DayWindow(day, day_start(day, tz), day_start(day + timedelta(days=1), tz))
 
 
 def next_reset(now: datetime, tz: str) -> datetime:
     """The next local midnight in ``tz`` (aware datetime) — when today's budget resets."""
-    zi = zone(tz)
-    local = now.astimezone(zi)
-    return datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=zi)
+    return day_window(now, tz).end
+
+
+def seconds_to_reset(now: datetime, tz: str) -> float:
+    """Real seconds until today's budget resets (23 or 25 hours from midnight on the nights clocks change)."""
+    return day_window(now, tz).seconds_left(now)
 
 
 def format_duration(seconds: float) -> str:
+    """`3h12m`, `56m`: whole minutes, rounded up (a reset 20 s away is `1m`, never `0m` before it)."""
     minutes = max(0, math.ceil(seconds / 60))
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m"
+
+
+def resets_in(now: datetime, tz: str) -> str:
+    """How long until today's budget resets, as the refusal and the alerts say it: `3h12m`, `56m`."""
+    return format_duration(seconds_to_reset(now, tz))
+
+
+def new_crossings(fraction: float, thresholds: Iterable[int], crossed: Iterable[int]) -> list[int]:
+    """The alert thresholds (percent) a day's spend ``fraction`` has reached and that were not ``crossed``
+    earlier the same budget day, lowest first: each is announced once per budget day."""
+    done = set(crossed)
+    return sorted(t for t in set(thresholds) if t not in done and fraction * 100 >= t - 1e-9)
 
 
 def suggest_raise(limit: float) -> str:
@@ -236,17 +293,24 @@ class BudgetSnapshot:
         return self.thresholds.tier(self.remaining)
 
     @property
+    def window(self) -> DayWindow:
+        """The budget day this snapshot is on."""
+        return day_window(self.now, self.timezone)
+
+    @property
+    def day(self) -> date:
+        return budget_day(self.now, self.timezone)
+
+    @property
     def reset_at(self) -> datetime:
-        return next_reset(self.now, self.timezone)
+        return self.window.end
 
     @property
     def fraction_used(self) -> float:
         return (self.spent / self.limit) if self.limit > 0 else 1.0
 
     def reset_line(self) -> str:
-        reset = self.reset_at
-        wait = format_duration((reset - self.now).total_seconds())
-        return f"resets at 00:00 {self.timezone} (in {wait})"
+        return f"resets at 00:00 {self.timezone} (in {resets_in(self.now, self.timezone)})"
 
     def exhausted_message(self, needed: float) -> str:
         """The text of the HTTP 402 refusal (naming the key when its sub-budget is what ran out)."""

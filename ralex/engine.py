@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any, Final
 
-from ralex.budget import BudgetSnapshot, ReservationBook, budget_day, usd
+from ralex.budget import BudgetSnapshot, ReservationBook, budget_day, new_crossings, usd
 from ralex.classify import classify
 from ralex.keys import OPERATOR
 from ralex.ledger.rows import BudgetSettings, LedgerRow
@@ -115,12 +115,14 @@ class BudgetEngine:
                  sink: Sink, hold_sink: Sink | None = None, sticky_ttl: float = 7200.0,
                  crossed_today: Iterable[int] = (), on_crossing: Callable[[Crossing], None] | None = None,
                  spent_by_key: Mapping[str, float] | None = None,
-                 key_budgets: Mapping[str, float | None] | None = None) -> None:
+                 key_budgets: Mapping[str, float | None] | None = None, day: date | None = None) -> None:
         """``sink`` takes every finished row; ``hold_sink`` the row each admitted request would
         leave if the process died before it settled (the write-ahead journal); ``on_crossing``
         each alert threshold the day's spend reaches, once per budget day (``crossed_today``:
         those already recorded); ``spent_by_key`` today's spend per key name so far;
-        ``key_budgets`` each client key's daily sub-budget (None: the global budget only)."""
+        ``key_budgets`` each client key's daily sub-budget (None: the global budget only);
+        ``day`` the budget day those figures were read for (default: today by ``clock``): if it
+        has ended by the first request, that request starts the next day afresh."""
         self.settings = settings
         self.hold_sink = hold_sink
         self.on_crossing = on_crossing
@@ -131,7 +133,7 @@ class BudgetEngine:
         self.routing = with_caps(routing, settings.caps)
         self.clock = clock
         self.sink = sink
-        self.book = ReservationBook(budget_day(clock(), settings.timezone), spent_today, spent_by_key)
+        self.book = ReservationBook(day or budget_day(clock(), settings.timezone), spent_today, spent_by_key)
         self.key_budgets: dict[str, float | None] = dict(key_budgets or {})
         self.turns = TurnMemory(sticky_ttl)
         self.in_flight: dict[str, InFlight] = {}
@@ -149,6 +151,11 @@ class BudgetEngine:
         """The live sub-budgets of the client keys (applied from the next admission on)."""
         self.key_budgets = dict(budgets)
 
+    def today(self, now: datetime | None = None) -> date:
+        """The current budget day (rolling over to it first if midnight has passed)."""
+        self._roll(now or self.clock())
+        return self.book.day
+
     def key_usage(self, client: str) -> tuple[float, float]:
         """(spent today, held by requests in flight) of one key name."""
         self._roll(self.clock())
@@ -161,11 +168,13 @@ class BudgetEngine:
             self.crossed.clear()
 
     def apply_settings(self, settings: BudgetSettings, spent_for_today: float | None = None,
-                       spent_by_key: Mapping[str, float] | None = None) -> None:
-        """Take new live settings; with a new timezone the budget day may change too."""
+                       spent_by_key: Mapping[str, float] | None = None, *, day: date | None = None) -> None:
+        """Take new live settings; with a new timezone the budget day may change too. ``spent_for_today``
+        and ``spent_by_key`` are the spend of ``day`` (default: today by the clock), the day the caller
+        read them for, so a midnight passing meanwhile cannot put one day's spend on the next."""
         self.settings = settings
         self.routing = with_caps(self.base_routing, settings.caps)
-        today = budget_day(self.clock(), settings.timezone)
+        today = day or budget_day(self.clock(), settings.timezone)
         if today != self.book.day:
             self.book.roll_over(today, spent_for_today or 0.0, spent_by_key)
             self.crossed.clear()
@@ -267,7 +276,7 @@ class BudgetEngine:
             if not by_key:  # a key's own sub-budget is its client's business, not the agent's toasts
                 self._event("refused", refusal.message, now)
             if refusal.reason == "budget" and not by_key:
-                self._check_crossings(exhausted=True)
+                self._check_crossings(now, exhausted=True)
             raise Rejected(refusal.status, refusal.message, {
                 "x-ralex-route": "refused",
                 "x-ralex-reason": _header_safe(refusal.reason),
@@ -366,16 +375,16 @@ class BudgetEngine:
         return [row for f in stale if (row := self.settle_at_hold(f.key, "abandoned"))]
 
     # --- alerts and events ----------------------------------------------------------------------
-    def _check_crossings(self, *, exhausted: bool = False) -> None:
+    def _check_crossings(self, now: datetime | None = None, *, exhausted: bool = False) -> None:
         """Each threshold today's spend reaches is announced once per budget day. Spend never passes
         the limit (requests that do not fit are refused), so 100 % is reached when the budget is
-        spent to the cent or a request is refused because the day cannot pay for it."""
+        spent to the cent or a request is refused because the day cannot pay for it (``exhausted``,
+        at ``now``: the moment of that refusal)."""
+        now = now or self.clock()
+        self._roll(now)  # only the current day's spend crosses: a late settle of yesterday's request does not
         limit = self.settings.daily_limit
         fraction = 1.0 if exhausted else (self.book.spent / limit if limit > 0 else 1.0)
-        now = self.clock()
-        for threshold in self.settings.alert_thresholds:
-            if threshold in self.crossed or fraction * 100 < threshold - 1e-9:
-                continue
+        for threshold in new_crossings(fraction, self.settings.alert_thresholds, self.crossed):
             self.crossed.add(threshold)
             crossing = Crossing(self.book.day, threshold, now, self.book.spent, limit)
             self._event("threshold", f"{threshold} % of today's budget spent ({usd(self.book.spent)} of "

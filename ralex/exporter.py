@@ -1,11 +1,14 @@
 """Budget exporter: Prometheus metrics read from the ledger through a read-only role.
 
-Each scrape runs a few small queries (settings + today's totals, today's breakdown, the last hour's
+Each scrape runs a few small queries (settings, today's totals, today's breakdown, the last hour's
 spend, recent write lag, the active client keys); all are served by per-day aggregates, indexes or
 the operator's handful of keys, so scrape time stays flat as the ledger grows. Per-key series exist
 for ``agent``, ``operator`` and client keys that spent today, and every active client key: a
 revoked key drops out after its last day of spend. A failed scrape is counted and logged, and reported as
-``ralex_exporter_up 0``; the next scrape reconnects.
+``ralex_exporter_up 0``; the next scrape reconnects. "Today" is the budget day of the exporter's clock
+in the configured timezone (:func:`ralex.budget.day_window`, as the proxy decides it): it ends at the
+next local midnight, and ``ralex_budget_seconds_to_reset`` counts real seconds until then (23 or 25
+hours from midnight on the nights the clocks change).
 
 Exposition (abridged)::
 
@@ -35,7 +38,8 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import psycopg
@@ -43,8 +47,17 @@ from prometheus_client import start_http_server
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ralex.budget import Thresholds
-from ralex.ledger.store import ACTIVE_KEYS, BREAKDOWN, CROSSINGS_ON_DAY, LAST_HOUR_SPEND, TODAY, WRITE_LAG
+from ralex.budget import BudgetError, day_window
+from ralex.ledger.store import (
+    ACTIVE_KEYS,
+    BREAKDOWN,
+    CROSSINGS_ON_DAY,
+    DAY_TOTALS,
+    LAST_HOUR_SPEND,
+    SELECT_SETTINGS,
+    WRITE_LAG,
+    settings_from_row,
+)
 
 log = logging.getLogger("ralex.exporter")
 TIERS: Final = ("full", "economy", "emergency")
@@ -59,9 +72,11 @@ def _gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = No
 class LedgerCollector(Collector):
     """Builds every budget metric fresh per scrape from the ledger."""
 
-    def __init__(self, dsn: str, timeout: float = 5.0) -> None:
+    def __init__(self, dsn: str, timeout: float = 5.0, clock: Callable[[], datetime] | None = None) -> None:
+        """``clock``: the current moment (default: this machine's clock), which decides "today"."""
         self._dsn = dsn
         self._timeout = timeout
+        self._clock = clock or (lambda: datetime.now(UTC))
         self._conn: psycopg.Connection[Any] | None = None
         self.scrape_errors = 0
 
@@ -80,7 +95,7 @@ class LedgerCollector(Collector):
         try:
             metrics = list(self._collect())
             up = 1.0
-        except (psycopg.Error, OSError) as exc:
+        except (psycopg.Error, OSError, BudgetError) as exc:
             self.scrape_errors += 1
             log.warning("ledger scrape failed (%s)", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
             if self._conn is not None:
@@ -97,15 +112,21 @@ class LedgerCollector(Collector):
 
     def _collect(self) -> Iterator[Metric]:
         conn = self._connection()
-        row = conn.execute(TODAY).fetchone()
+        row = conn.execute(SELECT_SETTINGS).fetchone()
         if row is None:
             raise psycopg.OperationalError("budget settings are missing (has the proxy started once?)")
-        limit, tz, smart_min, cheap_min, _, today, spent, requests, refusals, errors, fallbacks, to_reset = row
-        limit, spent, to_reset = float(limit), float(spent), float(to_reset)
+        settings = settings_from_row(row)
+        tz, limit = settings.timezone, settings.daily_limit
+        now = self._clock()
+        window = day_window(now, tz)
+        today, to_reset = window.day, window.seconds_left(now)
+        totals = conn.execute(DAY_TOTALS, (today,)).fetchone() or (0, 0, 0, 0, 0)
+        spent = float(totals[0])
+        requests, refusals, errors, fallbacks = (float(n) for n in totals[1:])
         remaining = limit - spent
         fraction = spent / limit if limit > 0 else 1.0
-        tier = Thresholds(float(smart_min), float(cheap_min)).tier(remaining)
-        burn = float(conn.execute(LAST_HOUR_SPEND).fetchone()[0])  # type: ignore[index]
+        tier = settings.thresholds.tier(remaining)
+        burn = float(conn.execute(LAST_HOUR_SPEND, (now,)).fetchone()[0])  # type: ignore[index]
         lag, since_write = conn.execute(WRITE_LAG).fetchone()  # type: ignore[misc]
 
         yield _gauge("ralex_budget_daily_limit_usd", "Today's budget in USD.", limit)

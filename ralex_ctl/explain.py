@@ -32,15 +32,15 @@ def _config_path() -> Path | None:
     return local if local.exists() else None
 
 
-def _ledger_today() -> tuple[BudgetSettings, float] | None:
-    """Live budget settings and today's spend from the ledger, if it can be reached."""
+def _ledger_today(now: datetime) -> tuple[BudgetSettings, float] | None:
+    """Live budget settings and the spend of ``now``'s budget day from the ledger, if it can be reached."""
     dsn = os.environ.get("RALEX_DATABASE_URL")
     if not dsn:
         return None
     try:
         with connect(dsn) as conn:
             settings = read_settings(conn)
-            return settings, spent_on(conn, budget_day(datetime.now(UTC), settings.timezone))
+            return settings, spent_on(conn, budget_day(now, settings.timezone))
     except (LedgerUnavailable, psycopg.Error):
         return None
 
@@ -67,8 +67,10 @@ def parse_remaining(remaining: str | None) -> float | None:
         raise RalexError(f"--remaining: {exc}") from None
 
 
-def explain_offline(body: dict[str, Any], remaining: float | None) -> dict[str, Any]:
-    """The engine's preview computed here: config, ledger settings if reachable, offline prices."""
+def explain_offline(body: dict[str, Any], remaining: float | None, now: datetime | None = None) -> dict[str, Any]:
+    """The engine's preview computed here: config, ledger settings if reachable, offline prices; at one
+    moment ``now`` (default: this machine's clock), so the day's spend and the day it is charged to agree."""
+    now = now or datetime.now(UTC)
     try:
         config = load_config(_config_path())
     except ConfigError as exc:
@@ -78,13 +80,13 @@ def explain_offline(body: dict[str, Any], remaining: float | None) -> dict[str, 
         routing = routing_config(config, prices)
     except ConfigError as exc:
         raise PricesUnknown(f"{exc}. Add the model's prices under `prices:` in config/ralex.yaml") from None
-    today = _ledger_today()
+    today = _ledger_today(now)
     if today is not None:
         settings, spent = today
     else:
         d = config.budget
         settings, spent = BudgetSettings(d.daily_limit, d.timezone, d.thresholds()), 0.0
-    engine = BudgetEngine(routing, settings, spent, clock=lambda: datetime.now(UTC), sink=lambda row: None)
+    engine = BudgetEngine(routing, settings, spent, clock=lambda: now, sink=lambda row: None)
     try:
         payload, _ = engine.explain(body, remaining)
     except Rejected as exc:

@@ -205,22 +205,17 @@ UPSERT_PRICE: Final = (
 
 # --- read side (exporter, CLI) -----------------------------------------------------------------
 
-TODAY: Final = (
-    "SELECT s.daily_limit_usd, s.timezone, s.smart_min_remaining_usd, s.cheap_min_remaining_usd,"
-    " s.emergency_max_tokens, d.today, coalesce(t.spent_usd, 0), coalesce(t.requests, 0),"
-    " coalesce(t.refusals, 0), coalesce(t.errors, 0), coalesce(t.fallbacks, 0),"
-    " extract(epoch FROM (d.today + 1)::timestamp - (now() AT TIME ZONE s.timezone))"
-    " FROM budget_settings s"
-    " CROSS JOIN LATERAL (SELECT (now() AT TIME ZONE s.timezone)::date AS today) d"
-    " LEFT JOIN daily_totals t ON t.budget_day = d.today WHERE s.id"
-)
-"""Settings and today's totals in one row; "today" is computed in the configured timezone."""
+DAY_TOTALS: Final = "SELECT spent_usd, requests, refusals, errors, fallbacks FROM daily_totals WHERE budget_day = %s"
+"""One budget day's totals (no row: nothing happened that day). Which day is "today" is decided in
+Python (:func:`ralex.budget.day_window`), the same way the proxy decides it."""
 
 BREAKDOWN: Final = (
     "SELECT alias_routed, upstream_model, route_kind, status, fallback, requests, spent_usd, key_name"
     " FROM daily_breakdown WHERE budget_day = %s"
 )
-LAST_HOUR_SPEND: Final = "SELECT coalesce(sum(cost_usd), 0) FROM ledger WHERE ts > now() - interval '1 hour'"
+LAST_HOUR_SPEND: Final = (
+    "SELECT coalesce(sum(cost_usd), 0) FROM ledger WHERE ts > %s::timestamptz - interval '1 hour'"
+)
 WRITE_LAG: Final = (
     "SELECT coalesce(max(extract(epoch FROM recorded_at - ts)), 0),"
     " extract(epoch FROM now() - max(recorded_at)) FROM ledger WHERE recorded_at > now() - interval '5 minutes'"

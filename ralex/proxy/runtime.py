@@ -131,7 +131,7 @@ class ProxyRuntime:
                                     sink=self.writer.submit, hold_sink=journal.hold,
                                     sticky_ttl=self.config.routing.sticky_turn_ttl_seconds,
                                     crossed_today=crossed, on_crossing=self._record_crossing,
-                                    spent_by_key=spent_by_key, key_budgets=self._key_budgets())
+                                    spent_by_key=spent_by_key, key_budgets=self._key_budgets(), day=today)
         for coro in (self._listen(), self._sweep(), self._refresh_prices()):
             self._spawn(coro)
         log.info("ralex: budget %s/day (%s), $%.4f spent today", budget.daily_limit, budget.timezone, spent)
@@ -305,12 +305,12 @@ class ProxyRuntime:
             return
         new = settings_from_row(row)
         await self._reload_keys(conn)
-        spent = by_key = None
+        spent = by_key = day = None
         if new.timezone != engine.settings.timezone:
             day = budget_day(engine.clock(), new.timezone)
             spent, by_key = await _spent_on(conn, day), await _spent_by_key_on(conn, day)
         if new != engine.settings:
-            engine.apply_settings(new, spent, by_key)
+            engine.apply_settings(new, spent, by_key, day=day)
             log.info("ralex: budget settings now %s/day (%s), caps %s", new.daily_limit, new.timezone,
                      {name: spec.max_cost_per_request for name, spec in engine.routing.aliases.items()})
 
@@ -343,7 +343,7 @@ class ProxyRuntime:
         snap = engine.snapshot()
         writer = self.writer
         return {
-            "day": engine.book.day.isoformat(),
+            "day": snap.day.isoformat(),
             "limit": snap.limit,
             "spent": snap.spent,
             "reserved": snap.reserved,
@@ -393,11 +393,11 @@ class ProxyRuntime:
             raise ValueError(f"by must be one of {', '.join(SPEND_GROUPS)}")
         if not 1 <= days <= 366:
             raise ValueError("days must be between 1 and 366")
-        engine = await self.ready()
+        today = (await self.ready()).today()  # rolled over: no request may have come since midnight
         async with await psycopg.AsyncConnection.connect(self.settings.database_url, connect_timeout=5) as conn:
-            cursor = await conn.execute(spend_query(by), (engine.book.day, days))
+            cursor = await conn.execute(spend_query(by), (today, days))
             rows = await cursor.fetchall()
-        return {"days": days, "by": by, "today": engine.book.day.isoformat(), "rows": [
+        return {"days": days, "by": by, "today": today.isoformat(), "rows": [
             {"day": r[0].isoformat(), "key": r[1], "requests": int(r[2]), "refusals": int(r[3]),
              "spent": float(r[4])} for r in rows]}
 
@@ -438,7 +438,8 @@ class ProxyRuntime:
         engine = await self.ready()
         others = {name: dict(zip(("spent_today", "held"), engine.key_usage(name), strict=True))
                   for name in ("agent", "operator")}
-        return {"day": engine.book.day.isoformat(), "resets_at": engine.snapshot().reset_at.isoformat(),
+        snap = engine.snapshot()
+        return {"day": snap.day.isoformat(), "resets_at": snap.reset_at.isoformat(),
                 "keys": [self._key_view(k, engine) for k in self._keys.values()],
                 "others": {n: {k: round(v, 8) for k, v in u.items()} for n, u in others.items()}}
 

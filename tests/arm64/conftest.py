@@ -26,6 +26,7 @@ import pytest
 from ralex_ctl.project import read_env
 from tests.e2e.conftest import AGENT_UID, COPY, TYPO, Stack
 from tests.integration.conftest import ROOT, free_port
+from tests.zones import far_from_midnight
 
 # The newest opencode-linux-arm64 this machine's npm registry serves; users' builds use the version
 # pinned in the Dockerfile (RALEX_OPENCODE_VERSION unset).
@@ -110,7 +111,7 @@ def arm_stack(tmp_path_factory: pytest.TempPathFactory, results: Results) -> Ite
                    if not k.startswith(("OPENROUTER_", "LITELLM_", "QEMU_")) and not k.endswith("_IMAGE")}
     process_env.update({"RALEX_HOME": str(root), "COMPOSE_PROJECT_NAME": f"ralex-arm64-{os.getpid()}",
                         "COMPOSE_FILE": "compose.yaml:tests/compose.fake.yaml:tests/compose.arm64.yaml",
-                        "TZ": "Europe/Berlin", **machine})
+                        "TZ": far_from_midnight(hours=10), **machine})  # no midnight in a long emulated run
     stack = Stack(root, workspace, {}, 0.0, process_env)
     # The README's path. init picks the memory profile by this host's RAM (standard here): under qemu
     # every process carries the emulator's code cache on top of its own memory, so the small profile's

@@ -21,7 +21,6 @@ from tests.e2e.conftest import TYPO, Stack
 from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.arm64
-TODAY_SPENT = "SELECT spent_usd FROM daily_totals ORDER BY budget_day DESC LIMIT 1"
 UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "kB": 1000, "MB": 1000**2, "GB": 1000**3}
 
 
@@ -101,7 +100,7 @@ def test_money_path(pi: tuple[Stack, str], results: Results):
     assert response.headers["x-ralex-route"].startswith("cheap")
     wait_until(lambda: int(stack.sql("SELECT count(*) FROM ledger WHERE status = 'ok'")) == rows_before + 1, 60,
                interval=1, what="the ledger row")
-    spent = float(stack.sql(TODAY_SPENT))
+    spent = stack.spent_today()
     assert spent > 0
     wait_until(lambda: (v := stack.value("ralex_budget_spent_today_usd")) is not None
                and v == pytest.approx(spent, rel=1e-6), 180, interval=2, what="the exporter's metric in Prometheus")

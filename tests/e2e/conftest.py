@@ -22,6 +22,7 @@ import pytest
 
 from ralex_ctl.project import read_env
 from tests.integration.conftest import ROOT, free_port
+from tests.zones import far_from_midnight
 
 SERVICES = ["postgres", "litellm", "budget-exporter", "prometheus", "opencode", "fake-openrouter"]
 AGENT_UID = 1000
@@ -94,6 +95,13 @@ class Stack:
         assert code == 0, err
         return out.strip()
 
+    def spent_today(self) -> float:
+        """The ledger's total for the proxy's budget day (not the latest day in the ledger: a test may
+        move the budget to another timezone's date and back)."""
+        day = httpx.get(f"{self.proxy}/ralex/budget", headers={"Authorization": f"Bearer {self.master}"},
+                        timeout=30).json()["day"]
+        return float(self.sql(f"SELECT coalesce((SELECT spent_usd FROM daily_totals WHERE budget_day = '{day}'), 0)"))
+
     def promql(self, expr: str) -> list[dict[str, Any]]:
         response = httpx.get(f"{self.prometheus}/api/v1/query", params={"query": expr}, timeout=10)
         response.raise_for_status()
@@ -128,7 +136,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # The README's first-contact path: the workspace is the default ./workspace (owned by the user the
     # agent runs as), `ralexctl init` accepts every default, and .env is never edited by hand. What
     # only this machine needs (stand-in images, free ports) comes from the environment, which Compose
-    # and ralexctl read before .env.
+    # and ralexctl read before .env. The local timezone init takes (TZ) is Europe/Berlin unless its
+    # midnight is under 6 hours away: no budget day ends while the stack is tested on the real clock.
     workspace = root / "workspace"
     workspace.mkdir()
     (workspace / "hello.py").write_text(TYPO)
@@ -145,7 +154,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     }
     process_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENROUTER_", "LITELLM_"))}
     process_env.update({"RALEX_HOME": str(root), "COMPOSE_FILE": "compose.yaml:tests/compose.fake.yaml",
-                        "COMPOSE_PROJECT_NAME": f"ralex-e2e-{os.getpid()}", "TZ": "Europe/Berlin", **machine})
+                        "COMPOSE_PROJECT_NAME": f"ralex-e2e-{os.getpid()}", "TZ": far_from_midnight(), **machine})
     stack = Stack(root, workspace, {}, 0.0, process_env)
     init = stack.ralexctl("init", "--openrouter-key", "sk-or-e2e-key", "-y")
     assert init.returncode == 0, init.stderr

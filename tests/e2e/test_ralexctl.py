@@ -31,7 +31,7 @@ def test_up_brought_every_service_to_healthy(stack: Stack):
         assert states[service]["ok"], states[service]
     assert states["grafana"]["state"] == "absent"
     assert status["budget"]["limit"] == 5.0
-    assert status["budget"]["timezone"] == "Europe/Berlin"
+    assert status["budget"]["timezone"] == stack.process_env["TZ"]  # init took the local timezone
 
 
 def test_status_renders_services_and_the_budget_bar(stack: Stack):

@@ -19,7 +19,6 @@ from tests.e2e.conftest import AGENT_UID, Stack
 from tests.integration.conftest import ROOT, wait_until
 
 pytestmark = pytest.mark.e2e
-TODAY_SPENT = "SELECT spent_usd FROM daily_totals ORDER BY budget_day DESC LIMIT 1"  # other tests may leave other days
 
 
 def test_an_opencode_turn_fixes_the_file_through_the_proxy(stack: Stack):
@@ -44,7 +43,7 @@ def test_an_opencode_turn_fixes_the_file_through_the_proxy(stack: Stack):
                                     "alias_routed || ':' || route_kind) FROM ledger"), 30, what="ledger rows")
     assert "cheap:task-cheap" in rows
     assert "cheap:title" in rows or "cheap:turn" in rows
-    spent = float(stack.sql(TODAY_SPENT))
+    spent = stack.spent_today()
     assert spent > 0
     # ... and `ralexctl spend` shows it, as the README's first-contact path ends
     shown = stack.ralexctl("spend", "--days", "1", "--json")
@@ -60,7 +59,7 @@ def test_every_dashboard_panel_query_returns_data(stack: Stack):
     dashboard = json.loads((ROOT / "grafana" / "dashboards" / "ralex-budget.json").read_text())
     assert dashboard["uid"] == "ralex-budget"
     # the alert panel has data once an alert fires: spend 60 % of the limit
-    spent = float(stack.sql(TODAY_SPENT))
+    spent = stack.spent_today()
     stack.sql(f"UPDATE budget_settings SET daily_limit_usd = {spent / 0.6:.8f}")
     exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
     empty = []

@@ -26,9 +26,14 @@ import uvicorn
 from ralex.budget import CAP_PRESETS
 from ralex.ledger.store import update_settings
 from tests.fake_openrouter import FakeState, create_app
+from tests.zones import far_from_midnight
 
 ROOT = Path(__file__).resolve().parents[2]
 MASTER_KEY = "sk-ralex-test-master"
+BUDGET_TZ = far_from_midnight()
+"""The proxies' budget timezone: Europe/Berlin unless its midnight is less than 6 hours away, so no
+budget day ends while the suite runs on the real clock (midnight itself: test_resilience.py with a
+clock started just before it, and tests/unit/test_clock_edges.py)."""
 POSTGRES_IMAGE = os.environ.get("RALEX_POSTGRES_IMAGE", "postgres:15.10-bookworm")
 
 
@@ -218,7 +223,7 @@ def proxy_env(dsn: str, fake: Fake, port: int, runtime: Path, **extra: str) -> d
         "RALEX_AGENT_SOCKET": str(runtime / "agent.sock"),
         "RALEX_UPSTREAM_TIMEOUT": "4",
         "RALEX_DAILY_BUDGET": "5",
-        "RALEX_TIMEZONE": "Europe/Berlin",
+        "RALEX_TIMEZONE": BUDGET_TZ,
         "RALEX_DB_WAIT_SECONDS": "20",
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import ROOT, free_port, wait_until
+from tests.integration.conftest import BUDGET_TZ, ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.compose
 
@@ -33,7 +33,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, st
         "RALEX_EXPORTER_DB_PASSWORD": secrets.token_hex(12),
         "GRAFANA_ADMIN_PASSWORD": secrets.token_hex(12),
         "RALEX_PROXY_PORT": str(port),
-        "RALEX_TIMEZONE": "Europe/Berlin",
+        "RALEX_TIMEZONE": BUDGET_TZ,
         "RALEX_LITELLM_IMAGE": "ralex.invalid/litellm:test",
     }.items()) + "\n")
     os.environ["COMPOSE_PROJECT_NAME"] = f"ralex-test-{uuid.uuid4().hex[:6]}"
@@ -56,7 +56,7 @@ def test_compose_stack_routes_and_records_cost(stack):
     assert response.status_code == 200, response.text
     assert response.headers["x-ralex-route"] == "cheap"
     budget = wait_until(lambda: (b := httpx.get(f"{url}/ralex/budget", headers=headers).json())["spent"] > 0 and b)
-    assert budget["timezone"] == "Europe/Berlin"
+    assert budget["timezone"] == BUDGET_TZ
     rows, _, _ = compose.exec_in_container(
         ["psql", "-U", "ralex", "-d", "ralex", "-tAc", "SELECT alias_routed, cost_usd > 0 FROM ledger"], "postgres")
     assert rows.strip() == "cheap|t"

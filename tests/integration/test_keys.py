@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from tests import results
-from tests.integration.conftest import Fake, Pg, Proxy, start_proxy, wait_until
+from tests.integration.conftest import BUDGET_TZ, Fake, Pg, Proxy, start_proxy, wait_until
 
 pytestmark = pytest.mark.integration
 AGENT = {"Authorization": "Bearer sk-ralex-test-agent"}
@@ -126,7 +126,7 @@ def test_a_key_over_its_sub_budget_gets_402_naming_it_and_the_fix_then_a_raise_a
     message = refused.json()["error"]["message"]
     assert message.startswith(f"Key {name}: daily sub-budget $0.00 exhausted ($0.00 spent; $0.00 left, this "
                               "request needs up to $")
-    assert "resets at 00:00 Europe/Berlin (in " in message
+    assert f"resets at 00:00 {BUDGET_TZ} (in " in message
     assert message.endswith(f"Raise it with: ralexctl keys budget {name} 2")
     assert refused.headers["x-ralex-key"] == name
     assert upstream.requests() == []

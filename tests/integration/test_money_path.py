@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from decimal import Decimal
 
 import httpx
 import psycopg
 import pytest
 
-from ralex.budget import CAP_PRESETS
-from tests.integration.conftest import MASTER_KEY, Fake, Proxy, wait_until
+from ralex.budget import CAP_PRESETS, resets_in
+from tests.integration.conftest import BUDGET_TZ, MASTER_KEY, Fake, Proxy, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -98,11 +99,17 @@ def test_emergency_mode_sends_cheap_with_200_tokens(live: Proxy, upstream: Fake)
 
 def test_over_budget_is_refused_with_402_reset_time_and_how_to_raise(live: Proxy, upstream: Fake):
     live.set_remaining(0.0)
+    before = datetime.fromisoformat(live.budget()["now"])
     response = live.chat("fix the typo")
+    after = datetime.fromisoformat(live.budget()["now"])
     assert response.status_code == 402
     message = response.json()["error"]["message"]
-    assert re.match(r"Daily budget \$[\d.]+ exhausted \(\$[\d.]+ spent; .*\); resets at 00:00 Europe/Berlin "
-                    r"\(in \d+h\d\dm|\d+m\)\. Raise it with: ralexctl budget set \d+", message), message
+    found = re.match(r"Daily budget \$[\d.]+ exhausted \(\$[\d.]+ spent; .*\); resets at 00:00 "
+                     + re.escape(BUDGET_TZ) + r" \(in (\d+h\d\dm|\d+m)\)\. Raise it with: ralexctl budget set \d+",
+                     message)
+    assert found, message
+    # the wait the proxy's own clock gave at the refusal, between just before and just after it
+    assert found.group(1) in {resets_in(before, BUDGET_TZ), resets_in(after, BUDGET_TZ)}, message
     assert response.headers["x-ralex-route"] == "refused"
     assert upstream.requests() == []
     refused = wait_until(lambda: live.ledger("status = 'refused' AND reason LIKE %s", ("%" + message[:40] + "%",)))
@@ -251,7 +258,7 @@ def test_huge_prompt_is_refused_before_it_costs_anything(live: Proxy, upstream: 
 
 def test_budget_endpoint_needs_the_master_key(live: Proxy):
     assert httpx.get(f"{live.url}ralex/budget").status_code == 401
-    assert live.client.get("/ralex/budget").json()["timezone"] == "Europe/Berlin"
+    assert live.client.get("/ralex/budget").json()["timezone"] == BUDGET_TZ
     assert MASTER_KEY not in live.logs()
 
 

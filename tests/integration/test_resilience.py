@@ -33,14 +33,14 @@ BERLIN = ZoneInfo("Europe/Berlin")
 
 
 def test_budget_resets_at_local_midnight(pg: Pg, upstream: Fake, tmp_path: Path):
-    """The proxy's clock starts 8 s before midnight in Berlin: spend the day, get refused, then
-    the same request is served once the Berlin date changes."""
-    start = datetime.now(BERLIN).replace(hour=23, minute=59, second=52, microsecond=0)
+    """The proxy's clock starts 20 s before midnight in Berlin (whatever the hour is here): spend the
+    day, get refused, then the same request is served once the Berlin date changes."""
+    start = datetime.now(BERLIN).replace(hour=23, minute=59, second=40, microsecond=0)
     proxy = start_proxy(pg.new_database(), upstream, tmp_path, RALEX_CLOCK_START=start.isoformat(),
-                        RALEX_DAILY_BUDGET="0.0002")
+                        RALEX_DAILY_BUDGET="0.0002", RALEX_TIMEZONE="Europe/Berlin")
     try:
         first_day = proxy.budget()["day"]
-        assert first_day == start.date().isoformat()
+        assert first_day == start.date().isoformat(), "the proxy took over 20 s from its clock's start to answer"
         prompt = "add a docstring " + "y" * 500
         refused = None
         for _ in range(10):
@@ -50,7 +50,7 @@ def test_budget_resets_at_local_midnight(pg: Pg, upstream: Fake, tmp_path: Path)
                 break
         assert refused is not None, "the tiny budget was never exhausted"
         assert "resets at 00:00 Europe/Berlin (in 1m)" in refused.json()["error"]["message"]
-        wait_until(lambda: proxy.budget()["day"] != first_day, 15, interval=0.2, what="the Berlin date to change")
+        wait_until(lambda: proxy.budget()["day"] != first_day, 30, interval=0.2, what="the Berlin date to change")
         after = proxy.chat(prompt, model="cheap", max_tokens=100)
         assert after.status_code == 200, after.text
         new_day = proxy.row(after)["budget_day"]
