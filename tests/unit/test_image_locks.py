@@ -207,3 +207,17 @@ def test_opencode_install_takes_the_locked_default(tmp_path: Path):
     done = run_install(tmp_path, lock, "")
     assert done.returncode == 0, done.stderr
     assert "OpenCode 1.0.0 (opencode-linux-arm64, sha512-" in done.stdout
+
+
+def test_every_locked_opencode_release_has_its_plugin_lock():
+    """The seed installs @opencode-ai/plugin from plugin-lock/VERSION.json; a release without one cannot build."""
+    import json
+
+    _, pins = lock_entries()
+    for version in {pin.split("@")[1] for pin in pins}:
+        lock = json.loads((ROOT / "services" / "opencode" / "plugin-lock" / f"{version}.json").read_text())
+        assert lock["packages"][""]["dependencies"] == {"@opencode-ai/plugin": version}
+        assert lock["packages"]["node_modules/@opencode-ai/plugin"]["version"] == version
+        for where, entry in lock["packages"].items():
+            if where:
+                assert entry["integrity"].startswith("sha512-"), where
