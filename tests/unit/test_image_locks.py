@@ -79,8 +79,10 @@ def test_python_images_install_locks_without_resolving(dockerfile: str):
     for args in installs:
         assert args.split()[:2] == ["--no-deps", "/tmp/wheel/*.whl"], args
     if installs:
-        assert "--no-build-isolation" in text and "/opt/ralex/bin/pip check" in text
-    assert "pip3 install" not in text and "python -m pip install" not in text and "python3 -m pip install" not in text
+        assert "--no-build-isolation" in text
+        assert "/opt/ralex/bin/pip check" in text
+    for other in ("pip3 install", "python -m pip install", "python3 -m pip install"):
+        assert other not in text
     locks = re.findall(r"install-lock\.sh (/opt/\w+) /tmp/([\w-]+\.txt)", text)
     assert locks
     copied = dict(re.findall(r"^COPY (\S+requirements\.txt) /tmp/(\S+)$", text, re.M))
