@@ -17,9 +17,9 @@ from typing import Any, Final
 from ralex.media import ImageError, data_url_image_size, image_tokens_bound
 from ralex.params import APIS, RequestError, check_messages, check_model
 
-__all__ = ["ChatRequest", "RequestError", "chat_view", "content_text", "estimate_prompt_tokens", "task_text"]
+__all__ = ["ChatRequest", "RequestError", "chat_view", "content_text", "estimate_prompt_tokens", "task_text",
+           "without_reminders"]
 
-_REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL | re.IGNORECASE)
 _HOUSEKEEPING = re.compile(
     r"(you are a title generator|generate (a )?(brief |short |concise )?title|thread title"
     r"|summari[sz](e|ing) (the|this|our) (conversation|session|chat)|conversation summary"
@@ -28,7 +28,8 @@ _HOUSEKEEPING = re.compile(
 """Matched against lower-cased text (7x faster than re.IGNORECASE on an agent's system prompt)."""
 PER_MESSAGE_TOKENS: Final = 8
 TOOLS_OVERHEAD_TOKENS: Final = 600
-"""What providers add when tools are offered (Anthropic's tool-use system prompt is ~350 tokens)."""
+"""What providers add when tools or an output schema are offered (Anthropic's tool-use system prompt is
+~350 tokens; a schema reaches a model without native structured output as a forced tool)."""
 CACHE_WRITE_FACTOR: Final = 1.25
 """A prompt with ``cache_control`` breakpoints may be billed as a cache write: 1.25x the input price."""
 
@@ -50,14 +51,54 @@ def content_text(content: object) -> str:
     return str(content)
 
 
+_REMINDER_OPEN: Final = "<system-reminder>"
+_REMINDER_CLOSE: Final = "</system-reminder>"
+_FOLDED_LIKE_RE: Final = (("\u0130", "i"), ("\u0131", "i"), ("\u017f", "s"))
+"""Letters ``re.IGNORECASE`` equates with the tags' ``i`` and ``s`` (U+0130, U+0131, U+017F); U+0130 is also
+the one character whose ``lower()`` is two characters long, so replacing these first keeps every index."""
+
+
+def _fold(text: str) -> str:
+    """``text`` lower-cased the way ``re.IGNORECASE`` compares the reminder tags, same length as ``text``."""
+    if not text.isascii():
+        for odd, plain in _FOLDED_LIKE_RE:
+            if odd in text:
+                text = text.replace(odd, plain)
+    return text.lower()
+
+
+def without_reminders(text: str) -> str:
+    """``text`` without its ``<system-reminder>...</system-reminder>`` spans (tags in any case).
+
+    The same result as ``re.sub(r"<system-reminder>.*?</system-reminder>", "", text, flags=DOTALL |
+    IGNORECASE)`` in one pass: each tag is looked for once with ``str.find``, and an opener with no
+    closer after it ends the scan (no later opener can have one), so an unclosed tag repeated costs
+    linear time instead of the regex's quadratic retries.
+    """
+    folded = _fold(text)
+    kept: list[str] = []
+    position = 0
+    while (start := folded.find(_REMINDER_OPEN, position)) >= 0:
+        end = folded.find(_REMINDER_CLOSE, start + len(_REMINDER_OPEN))
+        if end < 0:
+            break
+        kept.append(text[position:start])
+        position = end + len(_REMINDER_CLOSE)
+    if not kept:
+        return text
+    kept.append(text[position:])
+    return "".join(kept)
+
+
 def task_text(messages: Sequence[Mapping[str, Any]]) -> str:
     """The task as the user wrote it: the latest user-authored message, without injected reminders.
 
-    Tool results, assistant steps and the system prompt are not the task.
+    Tool results, assistant steps and the system prompt are not the task. The whole message is kept
+    (linear work); the classifier reads a bounded excerpt of it (:func:`ralex.classify.excerpt`).
     """
     for message in reversed(messages):
         if message.get("role") == "user":
-            return _REMINDER.sub("", content_text(message.get("content"))).strip()
+            return without_reminders(content_text(message.get("content"))).strip()
     return ""
 
 
@@ -75,14 +116,16 @@ def is_housekeeping(messages: Sequence[Mapping[str, Any]]) -> bool:
     return False
 
 
-def estimate_prompt_tokens(messages: Sequence[Mapping[str, Any]], tools: object = None) -> int:
+def estimate_prompt_tokens(messages: Sequence[Mapping[str, Any]], tools: object = None,
+                           response_format: object = None) -> int:
     """Prompt size in tokens, from above: never below what a provider bills for the same prompt.
 
     Text counts one token per UTF-8 byte: byte-level BPE and SentencePiece with byte fallback
     never make more tokens than bytes, whatever the script (CJK, emoji, random symbols). Images
-    count their pixel bound (:func:`ralex.media.image_tokens_bound`); tool calls and tool
-    definitions their JSON bytes; each message a framing allowance. With ``cache_control`` the
-    total is scaled to the cache-write price. Raises :class:`RequestError` for an image it cannot size.
+    count their pixel bound (:func:`ralex.media.image_tokens_bound`); tool calls, tool
+    definitions and a structured-output ``response_format`` (its schema is prompt text the upstream
+    bills) their JSON bytes; each message a framing allowance. With ``cache_control`` the total is
+    scaled to the cache-write price. Raises :class:`RequestError` for an image it cannot size.
     """
     total = 0
     cached = False
@@ -106,9 +149,21 @@ def estimate_prompt_tokens(messages: Sequence[Mapping[str, Any]], tools: object 
             value = message.get(key)
             if value:
                 total += text_bytes(value) if isinstance(value, str) else len(json.dumps(value).encode())
+    structured = _structured_output(response_format)
     if tools:
-        total += len(json.dumps(tools).encode()) + TOOLS_OVERHEAD_TOKENS
+        total += len(json.dumps(tools).encode())
+    if structured:
+        total += len(json.dumps(structured).encode())
+    if tools or structured:
+        total += TOOLS_OVERHEAD_TOKENS
     return math.ceil(total * CACHE_WRITE_FACTOR) if cached else total
+
+
+def _structured_output(response_format: object) -> object:
+    """The part of a chat ``response_format`` the upstream reads as prompt: all of it but ``{"type": "text"}``."""
+    if not response_format or response_format == {"type": "text"}:
+        return None
+    return response_format
 
 
 def text_bytes(text: str) -> int:
@@ -233,7 +288,8 @@ def _anthropic_view(body: Mapping[str, Any]) -> tuple[list[dict[str, Any]], int 
             steps: list[dict[str, Any]] = [
                 {"role": "tool", "tool_call_id": str(b.get("tool_use_id", "")), "content": _parts([b])}
                 for b in results]
-            steps[-1]["content"].extend(_parts([b for b in blocks if b not in results]))
+            others = [b for b in blocks if not (isinstance(b, Mapping) and b.get("type") == "tool_result")]
+            steps[-1]["content"].extend(_parts(others))
             messages.extend(steps)
             continue
         messages.append({"role": role if role in ("user", "assistant") else "system", "content": _parts(content)})
@@ -260,18 +316,31 @@ def _responses_view(body: Mapping[str, Any]) -> tuple[list[dict[str, Any]], int 
     return messages, body.get("max_output_tokens")
 
 
+def _responses_format(body: Mapping[str, Any]) -> object:
+    """``text.format`` as the chat ``response_format`` LiteLLM forwards it as: a schema moves under
+    ``json_schema`` with LiteLLM's defaults for ``name`` and ``strict`` (every other field is kept, from above)."""
+    options = body.get("text")
+    form = options.get("format") if isinstance(options, Mapping) else None
+    if isinstance(form, Mapping) and form.get("type") == "json_schema":
+        schema = {"name": "response_schema", "strict": False, **{k: v for k, v in form.items() if k != "type"}}
+        return {"type": "json_schema", "json_schema": schema}
+    return form
+
+
 def chat_view(body: Mapping[str, Any], api: str) -> Mapping[str, Any]:
     """The chat request an Anthropic Messages or OpenAI Responses body translates to, for the policy.
 
     Every text, tool and image part of the original is in the view (tool calls, reasoning and unknown
-    fields as their JSON), so :func:`estimate_prompt_tokens` bounds the translated prompt from above;
-    a cache breakpoint anywhere keeps the cache-write price. Pure; ``api`` is one of :data:`APIS`.
+    fields as their JSON; a Responses ``text.format`` as ``response_format``), so
+    :func:`estimate_prompt_tokens` bounds the translated prompt from above; a cache breakpoint
+    anywhere keeps the cache-write price. Pure; ``api`` is one of :data:`APIS`.
     """
     if api == "chat":
         return body
     if api not in APIS:
         raise RequestError(f"unknown API {api!r}; Ralex serves " + ", ".join(APIS))
     messages, max_tokens = _anthropic_view(body) if api == "messages" else _responses_view(body)
+    response_format = _responses_format(body) if api == "responses" else None
     if not messages:
         raise RequestError("the request holds no messages")
     tools = body.get("tools")
@@ -280,6 +349,8 @@ def chat_view(body: Mapping[str, Any], api: str) -> Mapping[str, Any]:
     view: dict[str, Any] = {"model": body.get("model"), "messages": messages, "stream": body.get("stream")}
     if tools:
         view["tools"] = tools
+    if response_format is not None:
+        view["response_format"] = response_format
     if max_tokens is not None:
         view["max_tokens"] = max_tokens
     return view
@@ -308,7 +379,7 @@ class ChatRequest:
             requested_alias=model,
             task=task_text(messages),
             housekeeping=is_housekeeping(messages),
-            prompt_tokens=estimate_prompt_tokens(messages, body.get("tools")),
+            prompt_tokens=estimate_prompt_tokens(messages, body.get("tools"), body.get("response_format")),
             max_tokens=requested_max_tokens(body),
             turn=turn_key(messages, model),
             session=session_key(messages),
