@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import copy
 import re
+import unicodedata
 from typing import Any
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from ralex.request import ChatRequest, chat_view, estimate_prompt_tokens, task_text, without_reminders
+from ralex.request import (
+    NFKC_PIECE,
+    ChatRequest,
+    chat_view,
+    estimate_prompt_tokens,
+    task_text,
+    text_bytes,
+    without_reminders,
+)
 from tests.unit.test_agent_apis import claude_code_turn, codex_turn, litellm_responses
 
 OLD_REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL | re.IGNORECASE)
@@ -166,3 +175,25 @@ def test_a_json_object_format_is_priced_like_a_small_schema():
     body = {"model": "auto", "messages": user("x")}
     assert ChatRequest.from_body({**body, "response_format": {"type": "json_object"}}).prompt_tokens > \
         ChatRequest.from_body(body).prompt_tokens
+
+
+# --- the NFKC bound, read in pieces ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("unit", ["\ufdfa", "e\u0301", "\uff21\u3300 ", "\u1100\u1161\u11a8", "a\u0308\u0301"])
+def test_a_long_text_read_in_pieces_is_bounded_by_its_whole_nfkc_form(unit: str):
+    text = unit * (3 * NFKC_PIECE // len(unit) + 1)
+    whole = len(unicodedata.normalize("NFKC", text).encode())
+    assert text_bytes(text) >= max(whole, len(text.encode()))
+    assert text_bytes(text) <= max(whole, len(text.encode())) + 3 * 8  # a few characters at each cut
+
+
+def test_no_composition_is_longer_in_utf8_than_its_two_parts():
+    """What makes a cut safe: composing never lengthens the text."""
+    for code in range(0x110000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        parts = unicodedata.decomposition(chr(code)).split()
+        if len(parts) == 2 and not parts[0].startswith("<"):
+            pair = "".join(chr(int(p, 16)) for p in parts)
+            if unicodedata.normalize("NFC", pair) == chr(code):
+                assert len(chr(code).encode()) <= len(pair.encode()), hex(code)
