@@ -223,3 +223,50 @@ def test_every_locked_opencode_release_has_its_plugin_lock():
         for where, entry in lock["packages"].items():
             if where:
                 assert entry["integrity"].startswith("sha512-"), where
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+@pytest.mark.parametrize("path", sorted(EXPORTS))
+def test_every_locked_package_has_a_wheel_for_each_architecture(path: str, arch: str):
+    """The images install wheels only (--only-binary :all:): each requirement that applies to CPython 3.11 on
+    Linux needs a wheel for amd64 and arm64 (a Raspberry Pi) in uv.lock, or the arm64 build would fail."""
+    from packaging.markers import Marker
+    from packaging.utils import parse_wheel_filename
+
+    env = {"python_version": "3.11", "python_full_version": "3.11.2", "sys_platform": "linux",
+           "platform_system": "Linux", "platform_machine": arch, "implementation_name": "cpython",
+           "platform_python_implementation": "CPython", "os_name": "posix", "extra": ""}
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    wheels = {(p["name"], p["version"]): [w["url"].rsplit("/", 1)[1] for w in p.get("wheels", [])]
+              for p in lock["package"]}
+    text = (ROOT / path).read_text().replace("\\\n", " ")
+    missing = []
+    for line in text.splitlines():
+        found = re.match(r"^([A-Za-z0-9_.\-]+)==([^ ;]+)(?:\s*;\s*([^-][^\n]*?))?\s+--hash", line)
+        if not found:
+            continue
+        name, version, marker = found.groups()
+        if marker and not Marker(marker.strip()).evaluate(env):
+            continue
+        fits = False
+        for wheel in wheels.get((name.lower().replace("_", "-"), version), []):
+            _, _, _, tags = parse_wheel_filename(wheel)
+            fits = fits or any(_runs_on_bookworm_cp311(tag.interpreter, tag.abi, tag.platform, arch) for tag in tags)
+        if not fits:
+            missing.append(f"{name}=={version}")
+    assert not missing, f"no {arch} wheel for CPython 3.11 on glibc Linux in uv.lock: {missing}"
+
+
+def _runs_on_bookworm_cp311(interpreter: str, abi: str, platform: str, arch: str) -> bool:
+    """Whether pip on CPython 3.11, Debian bookworm (glibc 2.36), `arch` would take a wheel with this tag."""
+    minor = int(interpreter[3:]) if re.fullmatch(r"cp3\d+", interpreter) else None
+    python_ok = interpreter in ("py3", "cp311") or (abi == "abi3" and minor is not None and minor <= 11)
+    if platform == "any":
+        return python_ok
+    legacy = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
+    found = (re.fullmatch(r"(manylinux\d*)_" + arch, platform)
+             or re.fullmatch(r"manylinux_(\d+)_(\d+)_" + arch, platform))
+    if not found:
+        return False
+    glibc = legacy[found.group(1)] if found.group(1) in legacy else (int(found.group(1)), int(found.group(2)))
+    return python_ok and glibc <= (2, 36)
