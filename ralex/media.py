@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 import struct
 from typing import Final
 
@@ -21,6 +22,10 @@ MAX_MEGAPIXELS: Final = 50
 
 REMOTE_IMAGE: Final = ("an image must be sent inline as a data: URL (data:image/png;base64,...); Ralex cannot "
                        "price a remote image, and the upstream would fetch any address it names")
+
+
+_IMAGE_TYPE: Final = re.compile(r"image/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
+"""The media type a data URL must name: ``image/`` and a subtype (which one does not matter: the bytes do)."""
 
 
 class ImageError(ValueError):
@@ -42,6 +47,8 @@ def data_url_image_size(url: str) -> tuple[int, int]:
     header, sep, payload = url.partition(",")
     if not sep or not header.endswith(";base64"):
         raise ImageError("an image data: URL must be base64 encoded (data:image/png;base64,...)")
+    if not _IMAGE_TYPE.fullmatch(header[5:-7]):
+        raise ImageError("an image data: URL must name an image type (data:image/png;base64,...)")
     try:
         raw = base64.b64decode(payload, validate=False)
     except (binascii.Error, ValueError):

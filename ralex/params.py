@@ -10,15 +10,24 @@ top-level parameter is one of:
   raise the bill (``n`` above 1, reasoning budgets, OpenRouter's model lists and provider routing,
   plugins) or redirect the call (credentials, base URLs, ``extra_body``).
 
+The body itself is read once, by :func:`parse_body`: UTF-8, then JSON no deeper than
+:data:`MAX_DEPTH` and without NaN or Infinity (which Python's json would accept). Every content part
+of every API is checked by one table per API (:data:`PARTS`): text parts hold strings, image parts
+are inline data URLs sized by :mod:`ralex.media`, wherever the API lets content appear.
+
 Pure functions; no I/O.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
-from ralex.media import REMOTE_IMAGE
+from ralex.media import REMOTE_IMAGE, ImageError, data_url_image_size
 
 ALIASES: Final = ("auto", "cheap", "smart", "yolo")
 """The model names a client may ask for (the one list; the policy imports it)."""
@@ -28,9 +37,93 @@ class RequestError(ValueError):
     """The request body cannot be served; the message says what is wrong and how to fix it."""
 
 
+# --- the body: parsed once, bounded -----------------------------------------------------------------
+
+MAX_DEPTH: Final = 64
+"""How deep objects and lists may nest in a request body (the body itself is level 1). Coding agents
+stay far below it: a tool schema of OpenCode, Claude Code or Codex sits 4-5 levels down and nests
+about 10 more; 64 leaves room for deep MCP schemas while every walker after the gate (LiteLLM's
+schema rewrites, Ralex's own bound) stays far from Python's recursion limit."""
+
+_BRACKETS: Final = bytes.maketrans(b"[{]}", b"(())")
+_NOT_STRUCTURE: Final = bytes(b for b in range(256) if b not in b'[]{}"')
+_RUNS: Final = re.compile(rb"\(+|\)+")
+
+
+def nests_deeper_than(raw: bytes, limit: int) -> bool:
+    """Whether the JSON text ``raw`` nests objects and lists more than ``limit`` deep.
+
+    Linear, and in C but for one step per run of brackets: escaped backslashes and quotes are
+    removed, then everything but brackets and quotes; a pair of adjacent quotes goes too (a string
+    without brackets, or two strings with none between them), every other quote left then starts or
+    ends a string, and the running depth of the brackets outside strings is followed. Text with no
+    more than ``limit`` opening brackets is answered at once. (For text that is not JSON the answer is
+    about its brackets; the parse then names the real problem.)
+    """
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    structure = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    brackets = b"".join(structure.split(b'"')[::2]).translate(_BRACKETS)
+    if b"(" * (limit + 1) in brackets:
+        return True
+    brackets = brackets.replace(b"()", b"")  # the innermost pairs: one level less, far fewer runs
+    limit -= 1
+    depth = 0
+    for run in _RUNS.finditer(brackets):
+        if brackets[run.start()] == 0x28:  # "("
+            depth += run.end() - run.start()
+            if depth > limit:
+                return True
+        else:
+            depth -= run.end() - run.start()
+    return False
+
+
+def _no_constant(name: str) -> Any:
+    raise RequestError(f"the request body holds {name}, which is not a JSON number (JSON has no NaN or Infinity); "
+                       "send a finite number, or leave the field out")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise RequestError(f"the number {shown} in the request body is too large to be a finite number; "
+                           "send a finite number")
+    return value
+
+
+def parse_body(raw: bytes, *, what: str = "a JSON object", max_depth: int = MAX_DEPTH) -> Any:
+    """The JSON value of a request body, read once: UTF-8, nested at most ``max_depth`` deep, every
+    number finite. Raises :class:`RequestError` naming the problem (``what``: what to send instead)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"the request body is not valid UTF-8 (byte {exc.start}); send JSON in UTF-8") from None
+    deep = (f"the request body nests objects and lists more than {max_depth} levels deep; Ralex accepts at most "
+            f"{max_depth} (a deep tool schema can share its parts through $defs and $ref instead)")
+    if nests_deeper_than(raw, max_depth):
+        raise RequestError(deep)
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise RequestError(deep) from None
+    except RequestError:
+        raise
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):
+            raise RequestError("the request body holds a number with more than 4300 digits; send a shorter "
+                               "number") from None
+        raise RequestError(f"the request body is not valid JSON ({exc}); send {what}") from None
+
+
+# --- parameters ----------------------------------------------------------------------------------------
+
 def _number(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise RequestError(f"'{name}' must be a number, got {_kind(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RequestError(f"'{name}' must be a finite number, got {value}")
 
 
 def _integer(name: str, value: Any) -> None:
@@ -164,8 +257,140 @@ REFUSED: Final[Mapping[str, str]] = {
 MESSAGE_KEYS: Final = frozenset({"role", "content", "name", "tool_calls", "tool_call_id", "refusal",
                                  "reasoning", "reasoning_content", "cache_control"})
 ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool"})
-PART_KEYS: Final = {"text": frozenset({"type", "text", "cache_control"}),
-                    "image_url": frozenset({"type", "image_url", "cache_control"})}
+
+
+# --- content: one table of part kinds per API -------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """A kind of content part an API may carry, and what Ralex checks in it before forwarding it.
+
+    ``places``: where it may appear (a message, a system prompt, a tool result, a function call's
+    output); ``text``: the field holding its text, which must be a string; ``image``: reads its image as a
+    URL, which must be an inline data URL of an image :mod:`ralex.media` can size; ``strings``: other
+    fields that must be strings; ``nested``: (field, place) of content it holds itself; ``fields``: every
+    field it may hold (None: not restricted).
+    """
+
+    places: frozenset[str]
+    text: str | None = None
+    image: Callable[[str, Mapping[str, Any]], object] | None = None
+    strings: tuple[str, ...] = ()
+    nested: tuple[str, str] | None = None
+    fields: frozenset[str] | None = None
+
+
+def _chat_image(where: str, part: Mapping[str, Any]) -> object:
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, Mapping) else image
+    if not isinstance(url, str):
+        raise RequestError(f"{where}.image_url must be {{\"url\": \"data:image/...;base64,...\"}}")
+    return url
+
+
+def _anthropic_image(where: str, part: Mapping[str, Any]) -> object:
+    source = _object(f"{where}.source", part.get("source"))
+    if source.get("type") != "base64" or not isinstance(source.get("data"), str):
+        raise RequestError(f"{where}.source must be {{\"type\": \"base64\", \"media_type\", \"data\"}}: {REMOTE_IMAGE}")
+    _text(f"{where}.source.media_type", source.get("media_type"))
+    return f"data:{source['media_type']};base64,{source['data']}"
+
+
+def _responses_image(where: str, part: Mapping[str, Any]) -> object:
+    if part.get("image_url") is None and part.get("file_id") is not None:
+        raise RequestError(f"{where}.file_id names an uploaded file: {_SERVER_STATE}; send the image as "
+                           "image_url \"data:image/...;base64,...\"")
+    url = part.get("image_url")
+    if not isinstance(url, str):
+        raise RequestError(f"{where}.image_url must be a data URL (\"data:image/...;base64,...\"), got {_kind(url)}")
+    return url
+
+
+_MESSAGE: Final = frozenset({"message"})
+_ANTHROPIC_TEXT: Final = frozenset({"message", "system", "tool_result"})
+_ANTHROPIC_IMAGE: Final = frozenset({"message", "tool_result"})
+_RESPONSES_INPUT: Final = frozenset({"message", "function_call_output"})
+PARTS: Final[Mapping[str, Mapping[str, Part]]] = {
+    "chat": {  # messages[].content of every role
+        "text": Part(_MESSAGE, text="text", fields=frozenset({"type", "text", "cache_control"})),
+        "image_url": Part(_MESSAGE, image=_chat_image, fields=frozenset({"type", "image_url", "cache_control"})),
+    },
+    "messages": {  # messages[].content, system, and a tool_result's own content
+        "text": Part(_ANTHROPIC_TEXT, text="text"),
+        "image": Part(_ANTHROPIC_IMAGE, image=_anthropic_image),
+        "tool_use": Part(_MESSAGE, strings=("name",)),
+        "tool_result": Part(_MESSAGE, nested=("content", "tool_result")),
+        "thinking": Part(_MESSAGE, text="thinking"),
+        "redacted_thinking": Part(_MESSAGE, strings=("data",)),
+    },
+    "responses": {  # input[] messages' content and function_call_output.output
+        "input_text": Part(_RESPONSES_INPUT, text="text"),
+        "output_text": Part(_MESSAGE, text="text"),
+        "refusal": Part(_MESSAGE, text="refusal"),
+        "input_image": Part(_RESPONSES_INPUT, image=_responses_image),
+    },
+}
+"""Every content part Ralex forwards, per API (:data:`APIS`), and where it may appear; anything else
+is refused with a 400 naming it (and why, for the kinds in :data:`REFUSED_PARTS`)."""
+
+_FILES: Final = ("files and documents are parsed by the provider and billed apart from tokens, so the hold cannot "
+                 "bound them; send their text")
+_AUDIO: Final = "audio is billed apart from text tokens; send a transcript"
+REFUSED_PARTS: Final[Mapping[str, str]] = {
+    "file": _FILES, "input_file": _FILES, "document": _FILES, "input_audio": _AUDIO, "audio": _AUDIO,
+    "server_tool_use": "server-side tool calls are billed apart from tokens",
+    "web_search_tool_result": "server-side tool calls are billed apart from tokens",
+}
+"""Part kinds some client may send, with the reason they are not forwarded."""
+
+
+def _listing(kinds: list[str]) -> str:
+    return kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + " and " + kinds[-1]
+
+
+def check_content(api: str, place: str, where: str, content: Any) -> None:
+    """Check one place holding content (a string, or a list of parts) against ``api``'s part table."""
+    if isinstance(content, str) or (content is None and api == "chat"):
+        return
+    table = PARTS[api]
+    noun = "block" if api == "messages" else "part"
+    if not isinstance(content, list):
+        raise RequestError(f"{where} must be a string or a list of {noun}s, got {_kind(content)}")
+    allowed = [kind for kind, rule in table.items() if place in rule.places]
+    for j, part in enumerate(content):
+        at = f"{where}[{j}]"
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if not isinstance(part, Mapping) or not isinstance(kind, str):
+            got = _kind(part) if not isinstance(part, Mapping) else f"a 'type' of {_kind(kind)}"
+            raise RequestError(f"{at} must be a {noun} object with a 'type' ({_listing(allowed)}), got {got}")
+        rule = table.get(kind)
+        if rule is None or place not in rule.places:
+            why = f" ({REFUSED_PARTS[kind]})" if kind in REFUSED_PARTS else ""
+            raise RequestError(f"{at} is a {kind!r} {noun}; Ralex forwards {_listing(allowed)} {noun}s only{why}")
+        if rule.fields is not None:
+            unknown = sorted(str(k) for k in set(part) - rule.fields)
+            if unknown:
+                raise RequestError(f"{at} has unknown field '{unknown[0]}'")
+        if rule.text is not None and not isinstance(part.get(rule.text), str):
+            raise RequestError(f"{at}.{rule.text} must be a string, got {_kind(part.get(rule.text))}")
+        for field in rule.strings:
+            _text(f"{at}.{field}", part.get(field))
+        if rule.image is not None:
+            check_image(f"{at}", rule.image(at, part))
+        if rule.nested is not None:
+            field, inner = rule.nested
+            check_content(api, inner, f"{at}.{field}", part.get(field, ""))
+
+
+def check_image(where: str, url: object) -> None:
+    """The one image check: an inline data URL (the upstream would fetch any address it names) of an
+    image whose pixel size :mod:`ralex.media` can read and accepts."""
+    if not isinstance(url, str):
+        raise RequestError(f"{where} must be a data URL (\"data:image/...;base64,...\"), got {_kind(url)}")
+    try:
+        data_url_image_size(url)
+    except ImageError as exc:
+        raise RequestError(f"{where}: {exc}") from None
 
 
 def _kind(value: Any) -> str:
@@ -173,6 +398,11 @@ def _kind(value: Any) -> str:
         return "null"
     return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
             dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _one_of(value: Any, choices: frozenset[str]) -> bool:
+    """``value in choices`` for any JSON value (a list or an object is never one of them)."""
+    return isinstance(value, str) and value in choices
 
 
 def check_model(body: Mapping[str, Any]) -> str:
@@ -202,7 +432,7 @@ def check_messages(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
         if unknown:
             raise RequestError(f"messages[{i}] has unknown field '{unknown[0]}'; a message may hold "
                                + ", ".join(sorted(MESSAGE_KEYS)))
-        _check_content(f"messages[{i}].content", message.get("content"))
+        check_content("chat", "message", f"messages[{i}].content", message.get("content"))
         calls = message.get("tool_calls")
         if calls is not None and (not isinstance(calls, list) or not all(
                 isinstance(c, Mapping) and isinstance(c.get("function"), Mapping) for c in calls)):
@@ -211,30 +441,6 @@ def check_messages(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
             if key in message and not isinstance(message[key], str):
                 raise RequestError(f"messages[{i}].{key} must be a string")
     return messages
-
-
-def _check_content(where: str, content: Any) -> None:
-    if content is None or isinstance(content, str):
-        return
-    if not isinstance(content, list):
-        raise RequestError(f"{where} must be a string or a list of parts, got {_kind(content)}")
-    for j, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, Mapping) else None
-        if not isinstance(kind, str) or kind not in PART_KEYS:
-            shown = kind if isinstance(kind, str) else _kind(part)
-            raise RequestError(f"{where}[{j}] is a {shown!r} part; Ralex forwards text and image_url parts only")
-        unknown = sorted(set(part) - PART_KEYS[kind])
-        if unknown:
-            raise RequestError(f"{where}[{j}] has unknown field '{unknown[0]}'")
-        if kind == "text" and not isinstance(part.get("text"), str):
-            raise RequestError(f"{where}[{j}].text must be a string")
-        if kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, Mapping) else image
-            if not isinstance(url, str):
-                raise RequestError(f"{where}[{j}].image_url must be {{\"url\": \"data:image/...;base64,...\"}}")
-            if not url.startswith("data:"):
-                raise RequestError(f"{where}[{j}]: {REMOTE_IMAGE}")
 
 
 def forwardable(body: object) -> dict[str, Any]:
@@ -313,40 +519,8 @@ def _list(name: str, value: Any) -> list[Any]:
     return value
 
 
-def _data_image(where: str, url: Any) -> None:
-    if not isinstance(url, str):
-        raise RequestError(f"{where} must be a data URL (\"data:image/...;base64,...\")")
-    if not url.startswith("data:"):
-        raise RequestError(f"{where}: {REMOTE_IMAGE}")
-
-
-ANTHROPIC_BLOCKS: Final = frozenset({"text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking"})
-
-
-def _anthropic_blocks(where: str, content: Any, allowed: frozenset[str] = ANTHROPIC_BLOCKS) -> None:
-    if isinstance(content, str):
-        return
-    for j, block in enumerate(_list(where, content)):
-        kind = block.get("type") if isinstance(block, Mapping) else None
-        if not isinstance(kind, str) or kind not in allowed:
-            shown = kind if isinstance(kind, str) else _kind(block)
-            raise RequestError(f"{where}[{j}] is a {shown!r} block; Ralex forwards "
-                               + ", ".join(sorted(allowed)) + " blocks only")
-        if kind == "text":
-            _text(f"{where}[{j}].text", block.get("text"))
-        elif kind == "image":
-            source = _object(f"{where}[{j}].source", block.get("source"))
-            if source.get("type") != "base64" or not isinstance(source.get("data"), str):
-                raise RequestError(f"{where}[{j}].source must be {{\"type\": \"base64\", \"media_type\", \"data\"}}: "
-                                   f"{REMOTE_IMAGE}")
-        elif kind == "tool_use":
-            _text(f"{where}[{j}].name", block.get("name"))
-        elif kind == "tool_result":
-            _anthropic_blocks(f"{where}[{j}].content", block.get("content", ""), frozenset({"text", "image"}))
-
-
 def check_anthropic_system(name: str, value: Any) -> None:
-    _anthropic_blocks("system", value, frozenset({"text"}))
+    check_content("messages", "system", "system", value)
 
 
 def check_anthropic_tools(name: str, value: Any) -> None:
@@ -356,9 +530,7 @@ def check_anthropic_tools(name: str, value: Any) -> None:
         if kind != "custom":
             raise RequestError(f"tools[{i}] is the server tool {kind!r}: {_TOOL_CALLS}; "
                                "Ralex forwards client tools {name, description, input_schema} only")
-        _text(f"tools[{i}].name", tool.get("name"))
-        if "input_schema" in tool:
-            _object(f"tools[{i}].input_schema", tool["input_schema"])
+        _function_tool(f"tools[{i}]", tool, "input_schema")
 
 
 def _anthropic_tool_choice(name: str, value: Any) -> None:
@@ -384,18 +556,17 @@ def check_anthropic_messages(body: Mapping[str, Any]) -> list[Mapping[str, Any]]
     if not isinstance(messages, list) or not messages:
         raise RequestError("'messages' must be a non-empty list of {role, content} objects")
     for i, message in enumerate(messages):
-        if not isinstance(message, Mapping) or message.get("role") not in ANTHROPIC_ROLES:
+        if not isinstance(message, Mapping) or not _one_of(message.get("role"), ANTHROPIC_ROLES):
             raise RequestError(f"messages[{i}] must be an object with a role: " + ", ".join(sorted(ANTHROPIC_ROLES)))
         unknown = sorted(str(k) for k in set(message) - {"role", "content"})
         if unknown:
             raise RequestError(f"messages[{i}] has unknown field '{unknown[0]}'; a message holds role and content")
-        _anthropic_blocks(f"messages[{i}].content", message.get("content"))
+        check_content("messages", "message", f"messages[{i}].content", message.get("content"))
     return messages
 
 
 RESPONSES_ITEMS: Final = frozenset({"message", "function_call", "function_call_output", "reasoning"})
 RESPONSES_ROLES: Final = frozenset({"user", "assistant", "system", "developer"})
-RESPONSES_PARTS: Final = frozenset({"input_text", "output_text", "refusal", "input_image"})
 
 
 def check_responses_input(body: Mapping[str, Any]) -> None:
@@ -409,38 +580,60 @@ def check_responses_input(body: Mapping[str, Any]) -> None:
         if not isinstance(item, Mapping):
             raise RequestError(f"{where} must be an object")
         kind = item.get("type", "message")
-        if kind not in RESPONSES_ITEMS:
-            raise RequestError(f"{where} is a {kind!r} item; Ralex forwards " + ", ".join(sorted(RESPONSES_ITEMS))
+        if not _one_of(kind, RESPONSES_ITEMS):
+            shown = kind if isinstance(kind, str) else _kind(kind)
+            raise RequestError(f"{where} is a {shown!r} item; Ralex forwards " + ", ".join(sorted(RESPONSES_ITEMS))
                                + " items only")
         if kind == "message":
-            if item.get("role") not in RESPONSES_ROLES:
+            if not _one_of(item.get("role"), RESPONSES_ROLES):
                 raise RequestError(f"{where}.role must be one of " + ", ".join(sorted(RESPONSES_ROLES)))
-            content = item.get("content")
-            if isinstance(content, str):
-                continue
-            for j, part in enumerate(_list(f"{where}.content", content)):
-                part_kind = part.get("type") if isinstance(part, Mapping) else None
-                if part_kind not in RESPONSES_PARTS:
-                    raise RequestError(f"{where}.content[{j}] is a {part_kind!r} part; Ralex forwards "
-                                       + ", ".join(sorted(RESPONSES_PARTS)) + " parts only")
-                if part_kind == "input_image":
-                    _data_image(f"{where}.content[{j}].image_url", part.get("image_url"))
-        elif kind in ("function_call", "function_call_output"):
+            check_content("responses", "message", f"{where}.content", _present(f"{where}.content", item))
+        elif kind == "function_call":
+            for field in ("call_id", "name", "arguments"):
+                _text(f"{where}.{field}", item.get(field))
+        elif kind == "function_call_output":
             _text(f"{where}.call_id", item.get("call_id"))
+            check_content("responses", "function_call_output", f"{where}.output", _present(f"{where}.output", item))
+
+
+def _present(where: str, item: Mapping[str, Any]) -> Any:
+    field = where.rsplit(".", 1)[-1]
+    if item.get(field) is None:
+        raise RequestError(f"{where} is missing; send a string or a list of parts")
+    return item[field]
+
+
+def _function_tool(where: str, tool: Mapping[str, Any], schema: str = "parameters") -> str:
+    """A client tool's name, once its name, description and schema have the types the upstream needs."""
+    _text(f"{where}.name", tool.get("name"))
+    if tool.get("description") is not None:
+        _text(f"{where}.description", tool["description"])
+    if tool.get(schema) is not None:
+        _object(f"{where}.{schema}", tool[schema])
+    return str(tool["name"])
 
 
 def _responses_tools(name: str, value: Any) -> None:
+    functions: set[str] = set()
+    namespaced: set[str] = set()
     for i, tool in enumerate(_list("tools", value)):
         tool = _object(f"tools[{i}]", tool)
         kind = tool.get("type")
         if kind == "function":
-            _text(f"tools[{i}].name", tool.get("name"))
+            functions.add(_function_tool(f"tools[{i}]", tool))
         elif kind == "namespace":
+            _text(f"tools[{i}].name", tool.get("name"))
             inner = _list(f"tools[{i}].tools", tool.get("tools"))
             if not all(isinstance(t, Mapping) and t.get("type") == "function" for t in inner):
                 raise RequestError(f"tools[{i}] is a namespace of non-function tools: {_TOOL_CALLS}")
-        elif kind not in WEB_SEARCH_TOOLS:
-            raise RequestError(f"tools[{i}] is a {kind!r} tool: {_TOOL_CALLS}; Ralex forwards function tools only")
+            for j, member in enumerate(inner):
+                namespaced.add(f"{tool['name']}__{_function_tool(f'tools[{i}].tools[{j}]', member)}")
+        elif not _one_of(kind, WEB_SEARCH_TOOLS):
+            shown = kind if isinstance(kind, str) else _kind(kind)
+            raise RequestError(f"tools[{i}] is a {shown!r} tool: {_TOOL_CALLS}; Ralex forwards function tools only")
+    if clash := sorted(functions & namespaced):
+        raise RequestError(f"tool name {clash[0]!r} is both a function and a namespace's function (namespace__name); "
+                           "rename one")
 
 
 WEB_SEARCH_TOOLS: Final = frozenset({"web_search", "web_search_preview"})

@@ -9,6 +9,9 @@ Ralex runs LiteLLM without its database, so LiteLLM's own key checks answer a wr
   sandboxed agent never holds a key that can change the proxy; attributed to ``agent``;
 - client keys (``ralexctl keys add NAME``): allowed only the model routes too, each attributed to
   its name and held to its daily sub-budget; a revoked key is refused with 401 naming it.
+
+A key is read one way everywhere (:func:`presented_key`): the gate reads it, and LiteLLM and Ralex's
+own routes then see only that key, as ``Authorization: Bearer <key>``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import Iterable
 from typing import Any, Final
 
 from fastapi import HTTPException, Request
@@ -28,6 +32,37 @@ AGENT_ROUTES: Final = frozenset({"/v1/chat/completions", "/chat/completions", "/
                                  "/v1/messages/count_tokens", "/v1/models", "/models", "/ralex/status"})
 """The only paths the agent key may call (exact: LiteLLM's pass-through routes such as
 /openrouter/v1/chat/completions end the same way and would bypass the budget)."""
+
+
+CREDENTIAL_HEADERS: Final = frozenset({b"authorization", b"x-api-key", b"api-key", b"x-goog-api-key",
+                                       b"ocp-apim-subscription-key", b"x-litellm-api-key"})
+"""Every request header LiteLLM would take a key from; the gate replaces them all with the key it read."""
+
+
+def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The API key a request presents, read the one way the whole proxy reads it.
+
+    ``Authorization: Bearer <key>`` (the scheme in any case), else ``x-api-key: <key>`` (Anthropic's
+    clients); the first of each header counts. Empty when there is none: another scheme in
+    ``Authorization`` (Basic, a bare key) or any other header is no key at all.
+    """
+    authorization = api_key = None
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"authorization" and authorization is None:
+            authorization = value.decode("latin-1").strip()
+        elif lowered == b"x-api-key" and api_key is None:
+            api_key = value.decode("latin-1").strip()
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else ""
+    return api_key or ""
+
+
+def with_key(headers: Iterable[tuple[bytes, bytes]], key: str) -> list[tuple[bytes, bytes]]:
+    """``headers`` without any credential header, plus ``Authorization: Bearer <key>`` when there is a key."""
+    kept = [(k, v) for k, v in headers if k.lower() not in CREDENTIAL_HEADERS]
+    return [*kept, (b"authorization", b"Bearer " + key.encode("latin-1", "replace"))] if key else kept
 
 
 def is_agent_route(path: str) -> bool:
@@ -69,8 +104,8 @@ async def client_key(given: str) -> ClientKey | None:
     return runtime.client_key(given)
 
 
-async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
-    given = api_key.removeprefix("Bearer ").strip()
+async def user_api_key_auth(request: Request, api_key: str | None) -> UserAPIKeyAuth:
+    given = api_key.removeprefix("Bearer ").strip() if isinstance(api_key, str) else ""  # None: no key sent
     if matches(given, os.environ.get("LITELLM_MASTER_KEY")):
         return UserAPIKeyAuth(api_key=given, user_role=LitellmUserRoles.PROXY_ADMIN)
     if matches(given, os.environ.get("RALEX_AGENT_KEY")):

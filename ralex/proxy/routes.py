@@ -5,13 +5,17 @@
   ``caps``); applied before the response returns.
 - ``GET /ralex/spend?days=7&by=alias``: spend per day from the ledger's daily aggregates.
 - ``GET /ralex/status?since=<event id>`` (agent key too): budget left, tier, alert level, reset
-  time and recent events (thresholds crossed, step-downs, refusals) for the agent's toasts.
+  time and recent events (thresholds crossed, step-downs, refusals) for the agent's toasts. A client
+  key gets its own sub-budget only (spent, held, left, reset time): never the day's budget or events.
 - ``POST /ralex/route``: what the proxy would decide for a chat body now, without forwarding it
   (``ralex_remaining`` in the body asks "what if only this much were left today").
 - ``GET /ralex/keys``: the client keys with their sub-budgets, today's spend and holds;
   ``POST /ralex/keys`` ``{"name": ..., "budget": 2}`` creates one and answers the plain key (once);
   ``PUT /ralex/keys/{name}`` ``{"budget": 5 | null}`` changes its sub-budget; ``DELETE
   /ralex/keys/{name}`` revokes it. Every change applies to the key's next request.
+
+Keys are read as the gate reads them (:func:`ralex.proxy.auth.presented_key`); JSON bodies are parsed
+as the gate parses them (:func:`ralex.params.parse_body`: bounded depth, no NaN).
 """
 
 from __future__ import annotations
@@ -25,33 +29,37 @@ from fastapi.routing import APIRoute
 
 from ralex.budget import BudgetError, parse_budget
 from ralex.engine import Rejected
-from ralex.keys import ClientKeyError
-from ralex.proxy.auth import matches
+from ralex.keys import ClientKey, ClientKeyError
+from ralex.params import RequestError, parse_body
+from ralex.proxy.auth import matches, presented_key
 from ralex.proxy.runtime import NotReady, ProxyRuntime, UnknownKey, runtime
 
 BUDGET_FIELDS = ("daily_limit", "timezone", "smart_min_remaining", "cheap_min_remaining", "emergency_max_tokens",
                  "caps", "alert_thresholds")
 
 
-def _require_any_key(request: Request) -> None:
-    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    if not (matches(given, os.environ.get("LITELLM_MASTER_KEY")) or matches(given, os.environ.get("RALEX_AGENT_KEY"))
-            or ((key := runtime.client_key(given)) is not None and key.active)):
+def _require_any_key(request: Request) -> ClientKey | None:
+    """The client key calling (None: the master or the agent key); 401 for anything else."""
+    given = presented_key(request.headers.raw)
+    if matches(given, os.environ.get("LITELLM_MASTER_KEY")) or matches(given, os.environ.get("RALEX_AGENT_KEY")):
+        return None
+    key = runtime.client_key(given)
+    if key is None or not key.active:
         raise HTTPException(401, "this endpoint needs RALEX_AGENT_KEY (or LITELLM_MASTER_KEY) from .env, or an "
                                  "active client key")
+    return key
 
 
 def _require_master(request: Request) -> None:
-    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    if not matches(given, os.environ.get("LITELLM_MASTER_KEY")):
+    if not matches(presented_key(request.headers.raw), os.environ.get("LITELLM_MASTER_KEY")):
         raise HTTPException(401, "this endpoint needs LITELLM_MASTER_KEY from .env")
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
     try:
-        body = await request.json()
-    except ValueError:
-        raise HTTPException(400, "the request body must be JSON") from None
+        body = parse_body(await request.body())
+    except RequestError as exc:
+        raise HTTPException(400, str(exc)) from None
     if not isinstance(body, dict):
         raise HTTPException(400, "the request body must be a JSON object")
     return body
@@ -99,10 +107,11 @@ def register(app: FastAPI, runtime: ProxyRuntime) -> None:
             raise HTTPException(exc.status, exc.message) from None
 
     async def status(request: Request, since: int | None = None) -> dict[str, Any]:
-        """Read-only budget status for the agent (its toasts): no keys, no prices, no ledger."""
-        _require_any_key(request)
+        """Read-only budget status for the agent (its toasts): no keys, no prices, no ledger. A client key
+        sees its own sub-budget only: the day's budget and events belong to the operator."""
+        key = _require_any_key(request)
         try:
-            return await runtime.status_view(since)
+            return await (runtime.status_view(since) if key is None else _own_status(key))
         except NotReady as exc:
             raise HTTPException(503, f"Ralex is not ready ({exc})") from None
 
@@ -135,6 +144,17 @@ def register(app: FastAPI, runtime: ProxyRuntime) -> None:
                                     ("/ralex/keys/{name}", revoke_key, ["DELETE"])):
         app.router.routes.insert(0, APIRoute(path, endpoint, methods=methods, include_in_schema=False,
                                              tags=["ralex"]))
+
+
+async def _own_status(key: ClientKey) -> dict[str, Any]:
+    """One client key's view of its budget: its sub-budget (None: the day's budget only, not shown), what it
+    spent and holds today, what is left of it, and when the day resets."""
+    view = await runtime.keys_view()
+    mine = next((k for k in view["keys"] if k["name"] == key.name), None)
+    if mine is None:  # revoked meanwhile
+        raise HTTPException(401, f"key {key.name} is no longer active")
+    return {"key": key.name, "daily_budget": mine["daily_budget"], "spent": mine["spent_today"],
+            "held": mine["held"], "remaining": mine["remaining"], "resets_at": view["resets_at"]}
 
 
 def _only(body: dict[str, Any], fields: tuple[str, ...]) -> None:

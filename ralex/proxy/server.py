@@ -3,17 +3,27 @@ container with no network, on a Unix socket.
 
 The gate is a small ASGI layer in front of LiteLLM that every request passes first:
 
-- **routes**: an allow-list (chat completions, Anthropic messages, OpenAI responses, models, health,
-  metrics, Ralex's admin routes);
-  LiteLLM's pass-through routes (``/openrouter/...`` and the like) would reach the upstream with
-  the proxy's key and no budget, so they answer 404. On the Unix socket only the agent routes exist.
+- **routes**: an allow-list (chat completions, Anthropic messages, OpenAI responses, models, metrics,
+  health, Ralex's admin routes), closed by default: only ``/health/liveliness`` (and ``/health/liveness``)
+  answer without a key; ``/metrics`` and ``/health`` need the master key; every other route checks its
+  key in LiteLLM or in :mod:`ralex.proxy.routes`. LiteLLM's pass-through routes (``/openrouter/...`` and
+  the like) would reach the upstream with the proxy's key and no budget, so they answer 404, as do
+  LiteLLM's other health routes (``/health/test_connection`` calls a model). On the Unix socket only the
+  agent routes exist; on the metrics port (RALEX_METRICS_PORT, for Prometheus inside the stack's
+  network) only ``/metrics``, with no key.
+- **keys**: read one way (:func:`ralex.proxy.auth.presented_key`: ``Authorization: Bearer`` in any
+  case, else ``x-api-key``); LiteLLM and Ralex's routes get that key only, as ``Authorization``.
+- ``/health`` is answered here, without calling a model (LiteLLM's would bill upstream calls that no
+  ledger row records).
 - **model request bodies** (chat completions, Anthropic ``/v1/messages``, OpenAI ``/v1/responses``):
-  checked before LiteLLM parses them, by the allow-list of their API (:mod:`ralex.params`): invalid
-  UTF-8, invalid JSON, wrong types, unknown models and refused parameters get a 400 naming the
-  problem, in that API's error shape; bookkeeping parameters are dropped, and what a client sends by
-  default that would raise the bill (thinking, reasoning effort, web search) is removed and named in
+  parsed once, here (:func:`ralex.params.parse_body`: UTF-8, nested at most 64 deep, no NaN or
+  Infinity), checked by the allow-list of their API and its table of content parts
+  (:mod:`ralex.params`); LiteLLM is handed the checked body and never parses it again. Invalid
+  bodies, wrong types, unknown models and refused parameters get a 400 naming the problem, in that
+  API's error shape; bookkeeping parameters are dropped, and what a client sends by default that
+  would raise the bill (thinking, reasoning effort, web search) is removed and named in
   ``x-ralex-dropped``. Request headers are allow-listed too (LiteLLM reads retries, timeouts, tags and
-  credentials from headers; ``x-api-key`` becomes ``Authorization``), and the query string is dropped.
+  credentials from headers), and the query string is dropped.
 - **headers owed**: the ``x-ralex-*`` headers the hooks noted (:mod:`ralex.proxy.exchange`) are added
   to any answer that lacks them (LiteLLM's /v1/messages rebuilds its error headers).
 - ``/v1/messages/count_tokens`` is answered here, from Ralex's own prompt bound (no upstream call).
@@ -34,6 +44,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ralex.params import (
+    ALIASES,
     RequestError,
     check_anthropic_messages,
     check_anthropic_system,
@@ -41,10 +52,11 @@ from ralex.params import (
     forwardable,
     forwardable_messages,
     forwardable_responses,
+    parse_body,
 )
-from ralex.proxy.auth import is_agent_route, matches
+from ralex.proxy.auth import is_agent_route, matches, presented_key, revoked_message, with_key
 from ralex.proxy.exchange import open_exchange
-from ralex.proxy.runtime import ProxyRuntime, runtime
+from ralex.proxy.runtime import NotReady, ProxyRuntime, runtime
 from ralex.proxy.settings import ProxySettings
 from ralex.request import chat_view, estimate_prompt_tokens
 
@@ -61,13 +73,21 @@ ROUTE_APIS: Final = {"/v1/chat/completions": "chat", "/chat/completions": "chat"
 """The model routes and the API (request shape) each speaks."""
 CHAT_ROUTES: Final = frozenset(ROUTE_APIS)
 COUNT_TOKENS: Final = "/v1/messages/count_tokens"
-OPEN_PREFIXES: Final = ("/health", "/ralex/")
-OPEN_ROUTES: Final = frozenset({"/metrics", "/v1/models", "/models", "/v1/model/info", "/model/info", *ROUTE_APIS,
-                                COUNT_TOKENS})
-"""What the gate lets through to LiteLLM on TCP; everything else is 404."""
+METRICS: Final = "/metrics"
+HEALTH: Final = "/health"
+PUBLIC_ROUTES: Final = frozenset({"/health/liveliness", "/health/liveness"})
+"""The only routes answered without a key: is the proxy up (LiteLLM's liveness probe, no model call)."""
+MASTER_ROUTES: Final = frozenset({METRICS, HEALTH})
+"""Routes the gate itself keeps to LITELLM_MASTER_KEY (LiteLLM would serve /metrics to anyone)."""
+OPEN_PREFIXES: Final = ("/ralex/",)
+OPEN_ROUTES: Final = frozenset({*PUBLIC_ROUTES, *MASTER_ROUTES, "/v1/models", "/models", "/v1/model/info",
+                                "/model/info", *ROUTE_APIS, COUNT_TOKENS})
+"""What the gate serves on TCP (the rest after a key check in LiteLLM or Ralex's routes); everything else is 404."""
 FORWARDED_HEADERS: Final = frozenset({b"host", b"authorization", b"content-type", b"accept", b"accept-encoding",
                                       b"user-agent", b"connection"})
 HIDDEN_RESPONSE_HEADERS: Final = (b"x-litellm-", b"llm_provider-")
+MISSING_KEY: Final = ("missing API key: send 'Authorization: Bearer <key>' (or 'x-api-key') with LITELLM_MASTER_KEY, "
+                      "RALEX_AGENT_KEY from .env or a client key from `ralexctl keys add`")
 
 
 _ANTHROPIC_KINDS: Final = {"not_found": "not_found_error", "authentication_error": "authentication_error",
@@ -97,10 +117,12 @@ async def _respond(send: Send, status: int, message: str, kind: str = "invalid_r
 class Gate:
     """ASGI layer in front of LiteLLM's app (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, rt: ProxyRuntime, *, max_body_bytes: int = 32 << 20) -> None:
+    def __init__(self, app: ASGIApp, rt: ProxyRuntime, *, max_body_bytes: int = 32 << 20,
+                 metrics_port: int | None = None) -> None:
         self.app = app
         self.runtime = rt
         self.max_body_bytes = max_body_bytes
+        self.metrics_port = metrics_port
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -116,57 +138,83 @@ class Gate:
             await _respond(send, 404, f"{path} is not served to the agent; it may call /v1/chat/completions, "
                                       "/v1/messages, /v1/responses, /v1/models and /ralex/status", "not_found")
             return
+        if not agent_socket and server is not None and server[1] == self.metrics_port:
+            if path != METRICS:
+                await _respond(send, 404, f"{path} is not served on the metrics port; it serves /metrics only",
+                               "not_found")
+                return
+            await self._metrics(scope, receive, send)
+            return
         if path not in OPEN_ROUTES and not path.startswith(OPEN_PREFIXES):
             await _respond(send, 404, f"{path} is not served by Ralex; use /v1/chat/completions, /v1/messages "
                                       "or /v1/responses (and ralexctl for the rest)", "not_found")
             return
-        headers = scope.get("headers") or []
-        if path == "/metrics" and (bearer := _bearer(headers)):
-            if matches(bearer, os.environ.get("RALEX_AGENT_KEY")):
-                await _respond(send, 403, "the agent key may only call the model routes", "permission_denied")
-                return
-            if self.runtime.client_key(bearer) is not None:
-                await _respond(send, 403, "client keys may only call the model routes", "permission_denied")
-                return
+        key = presented_key(scope.get("headers") or [])
+        if not key and path not in PUBLIC_ROUTES:  # closed by default: no key, no route but liveliness
+            await _respond(send, 401, MISSING_KEY, "authentication_error",
+                           "messages" if path in (COUNT_TOKENS, "/v1/messages") else "chat")
+            return
+        if path in MASTER_ROUTES:
+            if await self._master_only(path, key, send):
+                await (self._health(send) if path == HEALTH else self._metrics(scope, receive, send))
+            return
         if path in CHAT_ROUTES and scope.get("method") == "POST":
             await self._chat(scope, receive, send, ROUTE_APIS[path])
             return
         if path == COUNT_TOKENS and scope.get("method") == "POST":
             await self._count_tokens(scope, receive, send)
             return
-        await self.app(scope, receive, _hiding_headers(send))
+        await self.app({**scope, "headers": with_key(scope.get("headers") or [], key)}, receive, _hiding_headers(send))
+
+    async def _master_only(self, path: str, key: str, send: Send) -> bool:
+        """Whether ``key`` is the master key; if not, the 401 (no key, an unknown one) or 403 was sent."""
+        if matches(key, os.environ.get("LITELLM_MASTER_KEY")):
+            return True
+        if key and (matches(key, os.environ.get("RALEX_AGENT_KEY")) or self.runtime.client_key(key) is not None):
+            await _respond(send, 403, f"{path} needs LITELLM_MASTER_KEY; the agent key and client keys may only "
+                                      "call the model routes", "permission_denied")
+            return False
+        where = " (Prometheus scrapes it inside the stack on RALEX_METRICS_PORT)" if path == METRICS else ""
+        await _respond(send, 401, f"{path} needs LITELLM_MASTER_KEY from .env: send 'Authorization: Bearer <key>'"
+                                  f"{where}", "authentication_error")
+        return False
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """LiteLLM's Prometheus metrics (its app mounted at /metrics/: asked there, no redirect)."""
+        inner = {**scope, "path": "/metrics/", "raw_path": b"/metrics/", "query_string": b"",
+                 "headers": with_key(scope.get("headers") or [], "")}
+        await self.app(inner, receive, _hiding_headers(send))
+
+    async def _health(self, send: Send) -> None:
+        """``/health`` without a model call: LiteLLM's calls every model, upstream calls no ledger row records."""
+        try:
+            await self.runtime.ready()
+        except NotReady as exc:
+            await _respond(send, 503, f"Ralex is not ready ({exc}); check that postgres is healthy",
+                           "service_unavailable")
+            return
+        body = json.dumps({"status": "healthy", "ledger": "ready", "models": list(ALIASES),
+                           "checked": "by Ralex, without calling a model (every upstream call is billed)"}).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
     async def _body(self, scope: Scope, receive: Receive, send: Send, api: str
                     ) -> tuple[bytes, bool, dict[str, Any], list[str], list[tuple[bytes, bytes]]] | None:
         """The request's key and checked body, or None once an error answer was sent."""
-        headers = [(k.lower(), v) for k, v in scope.get("headers") or []]
-        if not any(k == b"authorization" and v.strip() for k, v in headers):
-            api_key = next((v.strip() for k, v in headers if k == b"x-api-key" and v.strip()), b"")
-            if not api_key:
-                await _respond(send, 401, "missing API key: send 'Authorization: Bearer <key>' (or 'x-api-key') "
-                                          "with LITELLM_MASTER_KEY, RALEX_AGENT_KEY from .env or a client key "
-                                          "from `ralexctl keys add`", "authentication_error", api)
-                return None
-            headers = [(k, v) for k, v in headers if k != b"authorization"] + [(b"authorization",
-                                                                                b"Bearer " + api_key)]
+        key = presented_key(scope.get("headers") or [])
+        if (refusal := await self._key_refusal(key)) is not None:  # before the body is even read
+            await _respond(send, *refusal, "authentication_error", api)
+            return None
+        headers = with_key([(k.lower(), v) for k, v in scope.get("headers") or []], key)
         raw = await _read_body(receive, self.max_body_bytes)
         if raw is None:
             await _respond(send, 413, f"the request body is over {self.max_body_bytes >> 20} MB; send a shorter "
                                       "conversation (or raise RALEX_MAX_BODY_BYTES)", api=api)
             return None
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            await _respond(send, 400, f"the request body is not valid UTF-8 (byte {exc.start}); send JSON in UTF-8",
-                           api=api)
-            return None
-        try:
-            body = json.loads(text)
-        except ValueError as exc:
-            await _respond(send, 400, f"the request body is not valid JSON ({exc}); send {WHAT[api]}", api=api)
-            return None
         dropped: list[str] = []
         try:
+            body = parse_body(raw, what=WHAT[api])
             if api == "messages":
                 clean, dropped = forwardable_messages(body)
             elif api == "responses":
@@ -181,7 +229,7 @@ class Gate:
             await _respond(send, 400, f"the request body does not have the shape of {WHAT[api]}; "
                                       f"see {SHAPE_DOCS[api]}", api=api)
             return None
-        as_sent = not dropped and len(clean) == len(body) and "\\ud" not in text and "\\uD" not in text
+        as_sent = not dropped and len(clean) == len(body) and b"\\ud" not in raw and b"\\uD" not in raw
         return raw, as_sent, clean, dropped, headers
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send, api: str = "chat") -> None:
@@ -200,7 +248,8 @@ class Gate:
                 return
         kept = [(k, v) for k, v in headers if k in FORWARDED_HEADERS and k != b"content-type"]
         kept += [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-        inner = {**scope, "headers": kept, "query_string": b""}
+        # LiteLLM reads the body checked here, never the bytes again (it caches a parsed body in its scope)
+        inner = {**scope, "headers": kept, "query_string": b"", "parsed_body": (tuple(clean), clean)}
         owed = open_exchange()
         if dropped:
             owed["x-ralex-dropped"] = ",".join(dropped)
@@ -218,18 +267,14 @@ class Gate:
     async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Anthropic's token count, answered from Ralex's prompt bound: no hook, no upstream call."""
         api = "messages"
-        headers = scope.get("headers") or []
-        given = _bearer(headers) or next((v.decode("latin-1").strip() for k, v in headers
-                                          if k.lower() == b"x-api-key"), "")
-        if not await self._known_key(given):
-            await _respond(send, 401, "invalid or missing API key: use a client key from `ralexctl keys add` (or "
-                                      "LITELLM_MASTER_KEY / RALEX_AGENT_KEY from .env)", "authentication_error", api)
+        if (refusal := await self._key_refusal(presented_key(scope.get("headers") or []))) is not None:
+            await _respond(send, *refusal, "authentication_error", api)
             return
         raw = await _read_body(receive, self.max_body_bytes)
         try:
             if raw is None:
                 raise RequestError(f"the request body is over {self.max_body_bytes >> 20} MB")
-            counted = json.loads(raw)
+            counted = parse_body(raw, what=WHAT[api])
             if not isinstance(counted, dict):
                 raise RequestError("the request body must be a JSON object")
             check_anthropic_messages(counted)
@@ -237,25 +282,36 @@ class Gate:
                 if counted.get(name) is not None:
                     check(name, counted[name])
             view = chat_view(counted, api)
+            tokens = estimate_prompt_tokens(view["messages"], view.get("tools"))
         except (RequestError, ValueError) as exc:
             await _respond(send, 400, f"cannot count this request: {exc}", api=api)
             return
-        body = json.dumps({"input_tokens": estimate_prompt_tokens(view["messages"], view.get("tools"))}).encode()
+        except Exception:  # a shape the checks did not foresee: still the client's input, never a 500
+            log.exception("ralex: unexpected count_tokens shape")
+            await _respond(send, 400, f"cannot count this request: it does not have the shape of {WHAT[api]}; "
+                                      f"see {SHAPE_DOCS[api]}", api=api)
+            return
+        body = json.dumps({"input_tokens": tokens}).encode()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
-    async def _known_key(self, given: str) -> bool:
-        if not given:
-            return False
-        if matches(given, os.environ.get("LITELLM_MASTER_KEY")) or matches(given, os.environ.get("RALEX_AGENT_KEY")):
-            return True
+    async def _key_refusal(self, key: str) -> tuple[int, str] | None:
+        """Why ``key`` may not call a model route, as (status, message); None for the master key, the agent
+        key or an active client key. Checked before a body is read: no key, no parsing."""
+        if matches(key, os.environ.get("LITELLM_MASTER_KEY")) or matches(key, os.environ.get("RALEX_AGENT_KEY")):
+            return None
+        if not key:
+            return 401, MISSING_KEY
         try:
             await self.runtime.ready()
-        except Exception:
-            return False
-        key = self.runtime.client_key(given)
-        return key is not None and key.active
+        except NotReady as exc:
+            return 503, f"Ralex cannot check client keys yet ({exc}); check that postgres is healthy"
+        client = self.runtime.client_key(key)
+        if client is None:
+            return 401, ("invalid API key: use LITELLM_MASTER_KEY (or RALEX_AGENT_KEY for the agent) from .env, or a "
+                         "client key from `ralexctl keys add`")
+        return None if client.active else (401, revoked_message(client))
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def receive_and_stop() -> Message:
@@ -276,13 +332,6 @@ class Gate:
             await send(message)
 
         await self.app(scope, receive_and_stop, start_then_send)
-
-
-def _bearer(headers: list[tuple[bytes, bytes]]) -> str:
-    for key, value in headers:
-        if key.lower() == b"authorization":
-            return value.decode("latin-1").removeprefix("Bearer ").strip()
-    return ""
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
@@ -352,8 +401,10 @@ def serve(settings: ProxySettings, config_path: Path) -> None:
                        max_budget=None, drop_params=False, add_function_to_prompt=False, headers=None, save=False,
                        config=str(config_path), use_queue=False)
     register(app, runtime)
-    gate = Gate(app, runtime, max_body_bytes=settings.max_body_bytes)
+    gate = Gate(app, runtime, max_body_bytes=settings.max_body_bytes, metrics_port=settings.metrics_port)
     sockets = [tcp_listener(settings.host, settings.port)]
+    if settings.metrics_port is not None:  # /metrics only, no key: for Prometheus inside the stack's network
+        sockets.append(tcp_listener(settings.host, settings.metrics_port))
     if settings.agent_socket is not None:
         sockets.append(unix_listener(settings.agent_socket))
     level = os.environ.get("LITELLM_LOG", "INFO").lower()

@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ralex.budget import parse_budget, zone
@@ -33,6 +33,9 @@ class ProxySettings(BaseSettings):
     """The ledger's write-ahead journal (default: RALEX_RUNTIME_DIR/ledger-journal.jsonl); keep it on a volume."""
     agent_socket: Path | None = Field(None, alias="RALEX_AGENT_SOCKET")
     """A Unix socket serving the agent routes only, for an agent container with no network."""
+    metrics_port: int | None = Field(None, gt=0, lt=65536, alias="RALEX_METRICS_PORT")
+    """A second TCP port serving /metrics only, with no key, for Prometheus on the stack's internal network
+    (never publish it); on RALEX_PROXY_PORT /metrics needs LITELLM_MASTER_KEY."""
     max_body_bytes: int = Field(32 << 20, gt=0, alias="RALEX_MAX_BODY_BYTES")
     upstream_timeout: float = Field(120.0, gt=0, alias="RALEX_UPSTREAM_TIMEOUT")
     db_wait_seconds: float = Field(60.0, ge=0, alias="RALEX_DB_WAIT_SECONDS")
@@ -70,7 +73,7 @@ class ProxySettings(BaseSettings):
         zone(str(value))
         return str(value)
 
-    @field_validator("journal_path", "agent_socket", mode="before")
+    @field_validator("journal_path", "agent_socket", "metrics_port", mode="before")
     @classmethod
     def _path(cls, value: object) -> object:
         return None if value in (None, "") else value
@@ -79,6 +82,13 @@ class ProxySettings(BaseSettings):
     @classmethod
     def _clock(cls, value: object) -> object:
         return None if value in (None, "") else value
+
+    @model_validator(mode="after")
+    def _ports(self) -> ProxySettings:
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ValueError("RALEX_METRICS_PORT must differ from RALEX_PROXY_PORT (the metrics port serves "
+                             "/metrics without a key)")
+        return self
 
     def clock(self) -> Clock:
         return Clock(self.clock_start)
@@ -107,5 +117,6 @@ def load_settings() -> ProxySettings:
             if err["type"] == "missing":
                 problems.append(f"{name} is not set; add it to .env (see .env.example)")
             else:
-                problems.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
+                message = err["msg"].removeprefix("Value error, ")
+                problems.append(f"{name}: {message}" if err["loc"] else message)
         raise ConfigError("; ".join(problems)) from None

@@ -208,8 +208,9 @@ def test_unknown_model_names_never_become_metric_labels(live: Proxy, upstream: F
         response = agent_post(live, {"model": name, "messages": HI})
         assert response.status_code == 400
         assert "unknown model" in response.json()["error"]["message"]
-    metrics = httpx.get(f"{live.url.rstrip('/')}/metrics/").text
-    assert not [n for n in names if n in metrics]
+    metrics = httpx.get(f"{live.url.rstrip('/')}/metrics/", headers={"Authorization": "Bearer sk-ralex-test-master"})
+    assert metrics.status_code == 200
+    assert not [n for n in names if n in metrics.text]
     assert upstream.requests() == []
 
 

@@ -75,3 +75,19 @@ def test_compose_file_pins_images_and_binds_localhost_only():
     assert "${RALEX_POSTGRES_IMAGE:-postgres:" in text
     assert '"127.0.0.1:' in text
     assert Path(ROOT / ".env.example").read_text().count("REQUIRED") >= 3
+
+
+def test_metrics_are_served_inside_the_stack_only_and_need_the_master_key_on_the_host(stack):
+    """Prometheus scrapes litellm:9401 on the stack's network with no key; the published port wants the
+    master key for /metrics, and the metrics port is not published at all."""
+    compose, url, master = stack
+    fetch = ("import sys, urllib.request\n"
+             "with urllib.request.urlopen(sys.argv[1], timeout=10) as r: print(r.status, b'# TYPE' in r.read())")
+    inside, _, code = compose.exec_in_container(["python3", "-c", fetch, "http://litellm:9401/metrics"],
+                                                "fake-openrouter")  # another container, as Prometheus is
+    assert code == 0
+    assert inside.split() == ["200", "True"]
+    assert httpx.get(f"{url}/metrics", timeout=10).status_code == 401
+    assert httpx.get(f"{url}/metrics", headers={"x-api-key": master}, timeout=10).status_code == 200
+    published = {(p.TargetPort, p.PublishedPort) for p in compose.get_container("litellm").Publishers or []}
+    assert not [p for p in published if p[0] == 9401 and p[1]], published
