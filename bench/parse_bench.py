@@ -235,6 +235,16 @@ def measure(families: Sequence[str], apis: Sequence[str], sizes: Sequence[int], 
     return rows
 
 
+def classifier(families: Sequence[str], chars: int) -> dict[str, float]:
+    """``classify`` alone on each text family at ``chars`` characters (it reads the excerpt)."""
+    out = {}
+    for family in families:
+        if family in TEXTS:
+            text = TEXTS[family](chars)
+            out[family] = best_of(lambda t=text: classify(t)) * 1e3
+    return out
+
+
 # --- a small request's latency while a worst-case body is read --------------------------------------
 
 SMALL = agent_body("fix the typo in the error message of load_user", "auto", 2, system=SYSTEM)
@@ -334,6 +344,12 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}x" if value >= 10 else f"{value:.1f}x"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-mb", type=float, default=32, help="largest body (the gate's limit is 32 MB)")
@@ -360,9 +376,13 @@ def main(argv: list[str] | None = None) -> None:
                   f"{s['old_largest_measured_bytes'] / KB:.0f} KB" if s["old_largest_measured_bytes"] else "-",
                   f"{s['old_ms_there']:.1f}" if s["old_ms_there"] is not None else "-",
                   f"{s['new_ms_there']:.2f}" if s["new_ms_there"] is not None else "-",
-                  f"{s['old_over_new_there']:,.0f}x" if s["old_over_new_there"] is not None else "-"]
+                  _ratio(s["old_over_new_there"])]
                  for f, s in summary.items()],
                 title="summary (worst API per family)"))
+    alone = classifier(families, largest)
+    worst_family = max(alone, key=alone.__getitem__)
+    print(f"\nclassify alone on a {largest / MB:g} M-character task: at most {alone[worst_family]:.1f} ms "
+          f"({worst_family}); " + ", ".join(f"{f} {ms:.1f}" for f, ms in alone.items()))
     old_family, old_kb = args.old_concurrent.split(":")
     print()
     print("a small request every 2 ms while one large body is read:")
@@ -372,6 +392,7 @@ def main(argv: list[str] | None = None) -> None:
         "excerpt": {"read_head": READ_HEAD, "read_tail": READ_TAIL},
         "old_cutoff_s": args.old_cutoff,
         "summary": summary,
+        "classify_alone_ms": alone,
         "concurrent": latency,
         "rows": rows,
     })
