@@ -22,7 +22,7 @@ _VISIBLE = {code: _NAMED.get(chr(code)) or (f"\\x{code:02x}" if code < 0x100 els
 
 # A `[` and, when Rich would read it as a tag (`[bold]`, `[/x]`, `[link=...]`), the tag up to its `]`;
 # with the backslashes before it. Rich's own pattern for tags is ``(\\*)\[([a-z#/@][^[]*?)]``.
-_BRACKET = re.compile(r"(\\*)(\[(?:[a-z#/@][^[]*?\])?)")
+_BRACKET = re.compile(r"(?<!\\)(\\*)(\[(?:[a-z#/@][^[]*?\])?)")  # starts only at a run of backslashes: linear
 _TRAILING_BACKSLASHES = re.compile(r"\\+\Z")
 _NOTHING = "[none][/none]"  # an empty span: ends the text so that markup after it stays markup
 
