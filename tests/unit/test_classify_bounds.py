@@ -7,28 +7,15 @@ here at megabyte sizes, so a regression shows as a run that does not finish.
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from bench.parse_bench import OLD_PATTERNS
 from ralex.classify import READ_HEAD, READ_TAIL, SIGNALS, classify, excerpt
 
 PATTERN = {signal.name: signal.pattern for signal in SIGNALS}
-OLD = {  # the patterns as they were before the rewrite (quadratic, or worse, on the inputs below)
-    "instead-of": re.compile(r"\b(instead of|(convert|turn) (this|the|it)\b.* (in)?to\b|from \S+ to \S+$)"),
-    "small-edit": re.compile(
-        r"^\s*([\w#+. ]{1,20}:\s+)?(hi!?,?\s+)?(pls|please|can you|could you( please)?)?\s*(quick(ly)?:?\s+)?(add"
-        r"|convert|remove|delete|drop|change|replace|update|bump|set|put|move|fix|close|use|print|log|return|insert"
-        r"|wrap|swap|sort|reorder|rearrange|center|centre|align|mark|give|increase|decrease|raise|lower|pin|upgrade"
-        r"|import|export|expose|hide|show|enable|disable|turn)\b"),
-    "local-target": re.compile(
-        r"(\b[\w/-]+\.(py|js|jsx|ts|tsx|go|rs|java|kt|kts|swift|m|scala|dart|ex|exs|vue|svelte|tf|hcl|rb|php|c|h|cpp"
-        r"|cs|cfg|toml|ya?ml|json|md|css|scss|html|sql|sh|ini|txt|env|lock|conf|xml|gradle|bas|vba)\b"
-        r"|\b(makefile|dockerfile|package\.json)\b|`[^`\n]{1,60}`|\b\w+\(\)|\bin the same file\b|\bat the (top|bottom)"
-        r" of\b|\bline \d+\b|#[0-9a-f]{3,6}\b)"),
-}
+OLD = OLD_PATTERNS  # the patterns as they were before the rewrite (quadratic, or worse, on the inputs below)
 MB = 1 << 20
 
 WORDS = st.sampled_from(["convert", "turn", "this", "the", "it", "to", "into", "instead of", "from", "hi", "hi!,",
