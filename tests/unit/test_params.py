@@ -498,21 +498,27 @@ def containers(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return found + [p for k, v in items for p in containers(v, (*path, k))]
 
 
+def mutate(data: st.DataObject, body: Any, api: str, keys: tuple[str, ...]) -> None:
+    """Put 1-3 drawn values (any JSON, or a valid example of ``api``) somewhere in ``body``: under an existing
+    or one of ``keys`` in an object, over an item of a list, or appended to it."""
+    for _ in range(data.draw(st.integers(1, 3))):
+        parent = body
+        for key in data.draw(st.sampled_from(containers(body))):
+            parent = parent[key]
+        value = copy.deepcopy(data.draw(JSON | st.sampled_from(list(EXAMPLES[api].values()))))
+        if isinstance(parent, dict):
+            parent[data.draw(st.sampled_from([*parent, *keys]))] = value
+        elif parent and data.draw(st.booleans()):
+            parent[data.draw(st.integers(0, len(parent) - 1))] = value
+        else:
+            parent.append(value)
+
+
 @settings(max_examples=600, deadline=None)
 @given(api=st.sampled_from(sorted(BASES)), data=st.data())
 def test_any_value_anywhere_in_a_body_is_served_or_a_request_error_never_a_crash(api: str, data: st.DataObject):
     body = copy.deepcopy(BASES[api])
     CHECKS[api](copy.deepcopy(body))  # the base is served
-    for _ in range(data.draw(st.integers(1, 3))):
-        parent = body
-        for key in data.draw(st.sampled_from(containers(body))):
-            parent = parent[key]
-        value = copy.deepcopy(data.draw(JSON | st.sampled_from([EXAMPLES[api][k] for k in EXAMPLES[api]])))
-        if isinstance(parent, dict):
-            parent[data.draw(st.sampled_from([*parent, "type", "text", "content", "role", "x"]))] = value
-        elif parent and data.draw(st.booleans()):
-            parent[data.draw(st.integers(0, len(parent) - 1))] = value
-        else:
-            parent.append(value)
+    mutate(data, body, api, ("type", "text", "content", "role", "x"))
     with contextlib.suppress(RequestError):  # anything else (a TypeError, a KeyError) fails the test
         CHECKS[api](body)

@@ -36,7 +36,7 @@ from ralex.proxy.runtime import NotReady
 from ralex.proxy.server import Gate
 from ralex.proxy.settings import load_settings
 from ralex.request import chat_view, estimate_prompt_tokens
-from tests.unit.test_params import BASES, EXAMPLES, JSON, containers
+from tests.unit.test_params import BASES, mutate
 
 MASTER, AGENT, CLIENT, REVOKED = "sk-master-test", "sk-agent-test", "sk-client-test", "sk-revoked-test"
 TCP, METRICS_PORT, SOCKET = ("127.0.0.1", 4000), 9401, ("/run/ralex/agent/proxy.sock", None)
@@ -435,17 +435,7 @@ def test_whatever_passes_the_gate_litellm_translates_without_an_error(api: str, 
     """A body the allow-list accepts never makes LiteLLM's translation to a chat completion fail (a 5xx)."""
     body = copy.deepcopy(BASES[api])
     body["tools"] = copy.deepcopy(TOOLS[api])
-    for _ in range(data.draw(st.integers(1, 3))):
-        parent = body
-        for key in data.draw(st.sampled_from(containers(body))):
-            parent = parent[key]
-        value = copy.deepcopy(data.draw(JSON | st.sampled_from(list(EXAMPLES[api].values()))))
-        if isinstance(parent, dict):
-            parent[data.draw(st.sampled_from([*parent, "type", "text", "parameters", "description", "x"]))] = value
-        elif parent and data.draw(st.booleans()):
-            parent[data.draw(st.integers(0, len(parent) - 1))] = value
-        else:
-            parent.append(value)
+    mutate(data, body, api, ("type", "text", "parameters", "description", "x"))
     try:
         clean, _ = (forwardable_messages if api == "messages" else forwardable_responses)(body)
     except RequestError:
