@@ -31,7 +31,8 @@ EVENTS_SHOWN: Final = 5
 
 
 class Rejected(Exception):
-    """A request Ralex will not forward; ``status`` and ``message`` go to the client."""
+    """A request Ralex will not forward; ``status``, ``message`` and ``headers`` (plain text, encoded by
+    the header writer) go to the client."""
 
     def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
@@ -57,6 +58,8 @@ class InFlight:
     settling: bool = False
     """Its cost is being looked up upstream; LiteLLM's late callbacks must not settle it."""
     headers: dict[str, str] = field(default_factory=dict)
+    """The ``x-ralex-*`` headers explaining the decision, as plain text (the reason quotes the prompt):
+    the gate writes them, each through :func:`ralex.sinks.header_value`."""
 
     def worst_case_of(self, alias: str | None) -> float:
         """The worst case of one attempt on ``alias`` (the routed alias or one of its fallbacks)."""
@@ -85,29 +88,29 @@ class Crossing:
 
 
 class TurnMemory:
-    """Which alias each user turn started on, so its tool steps stay on it (LRU + TTL)."""
+    """Which alias each user turn of each key started on, so its tool steps stay on it (LRU + TTL).
+
+    A turn is remembered per key (a client key's name, ``agent``, ``operator``): two keys sending the
+    same conversation are two turns, and neither inherits the other's decision.
+    """
 
     def __init__(self, ttl_seconds: float, max_entries: int = STICKY_MAX) -> None:
         self._ttl = ttl_seconds
         self._max = max_entries
-        self._entries: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
 
-    def get(self, turn: str, now: float) -> str | None:
-        entry = self._entries.get(turn)
+    def get(self, client: str, turn: str, now: float) -> str | None:
+        entry = self._entries.get((client, turn))
         if entry is None or now - entry[1] > self._ttl:
             return None
-        self._entries.move_to_end(turn)
+        self._entries.move_to_end((client, turn))
         return entry[0]
 
-    def put(self, turn: str, alias: str, now: float) -> None:
-        self._entries[turn] = (alias, now)
-        self._entries.move_to_end(turn)
+    def put(self, client: str, turn: str, alias: str, now: float) -> None:
+        self._entries[(client, turn)] = (alias, now)
+        self._entries.move_to_end((client, turn))
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
-
-
-def _header_safe(text: str, limit: int = 400) -> str:
-    return text.encode("ascii", "replace").decode()[:limit]
 
 
 class BudgetEngine:
@@ -196,7 +199,7 @@ class BudgetEngine:
             raise Rejected(400, f"the request body does not have the shape of a chat completion ({exc})") from None
         sticky = None
         if request.requested_alias == "auto" and not request.housekeeping:
-            sticky = self.turns.get(request.turn, mono)
+            sticky = self.turns.get(client or OPERATOR, request.turn, mono)
         snapshot = self.snapshot(now, client)
         try:
             outcome = route(
@@ -279,20 +282,20 @@ class BudgetEngine:
                 self._check_crossings(now, exhausted=True)
             raise Rejected(refusal.status, refusal.message, {
                 "x-ralex-route": "refused",
-                "x-ralex-reason": _header_safe(refusal.reason),
+                "x-ralex-reason": refusal.reason,
                 "x-ralex-key": client,
                 "x-ralex-budget-remaining": f"{max(0.0, snapshot.remaining):.6f}",
                 "x-ralex-budget-resets-at": snapshot.reset_at.isoformat(),
             })
         if request.requested_alias == "auto" and not request.housekeeping and sticky is None:
-            self.turns.put(request.turn, outcome.alias, mono)
+            self.turns.put(client, request.turn, outcome.alias, mono)
         remaining_after = self.settings.daily_limit - self.book.spent - self.book.reserved
         flight = InFlight(key, request, outcome, self.book.day, mono, remaining_after, client)
         flight.headers = {
             "x-ralex-key": client,
             "x-ralex-route": outcome.alias,
             "x-ralex-model": outcome.model,
-            "x-ralex-reason": _header_safe(outcome.reason),
+            "x-ralex-reason": outcome.reason,
             "x-ralex-tier": outcome.tier,
             "x-ralex-budget-remaining": f"{max(0.0, snapshot.remaining):.6f}",
             "x-ralex-budget-resets-at": snapshot.reset_at.isoformat(),

@@ -8,8 +8,9 @@ cache the moment the call returns, so it survives the death of the process (not 
 
 At start the journal is replayed: every settled row, and every hold that never settled, goes to
 Postgres (``ON CONFLICT DO NOTHING`` on the request id, so replays are idempotent) before today's
-spend is read. While running, the journal is rewritten from what is still open (holds in flight,
-rows not yet in Postgres) whenever it grows past a threshold.
+spend is read; a row Postgres refuses stays in the journal for the next start, and its cost counts
+in today's spend meanwhile. While running, the journal is rewritten from what is still open (holds
+in flight, rows not yet in Postgres, rows it refused) whenever it grows past a threshold.
 """
 
 from __future__ import annotations
@@ -69,26 +70,28 @@ class Journal:
         os.close(self._fd)
 
 
-def replay(path: Path) -> list[LedgerRow]:
-    """The rows a journal file stands for: settled rows win over holds of the same request."""
-    if not path.exists():
-        return []
+def replay(*paths: Path) -> list[LedgerRow]:
+    """The rows journal files stand for, one per request: settled rows win over holds of the same
+    request. Bare rows (the spool and rejected-row files of earlier versions) are settled rows."""
     holds: dict[str, LedgerRow] = {}
     rows: dict[str, LedgerRow] = {}
-    bad = 0
-    with path.open() as fh:
-        for line in fh:
-            try:
-                record = json.loads(line)
-                if "request_id" in record:  # a bare row: the spool file of earlier versions
-                    kind, value = "row", record
-                else:
-                    kind, value = next(iter(record.items()))
-                row = row_from_json(value)
-            except (ValueError, TypeError, KeyError, StopIteration, AttributeError):
-                bad += 1  # a line cut short by a crash mid-write
-                continue
-            (rows if kind == "row" else holds)[str(row.request_id)] = row
-    if bad:
-        log.warning("ledger: skipped %d unreadable journal lines in %s", bad, path)
+    for path in paths:
+        if not path.exists():
+            continue
+        bad = 0
+        with path.open() as fh:
+            for line in fh:
+                try:
+                    record = json.loads(line)
+                    if "request_id" in record:  # a bare row: the spool file of earlier versions
+                        kind, value = "row", record
+                    else:
+                        kind, value = next(iter(record.items()))
+                    row = row_from_json(value)
+                except (ValueError, TypeError, KeyError, StopIteration, AttributeError):
+                    bad += 1  # a line cut short by a crash mid-write
+                    continue
+                (rows if kind == "row" else holds)[str(row.request_id)] = row
+        if bad:
+            log.warning("ledger: skipped %d unreadable journal lines in %s", bad, path)
     return [*rows.values(), *(row for key, row in holds.items() if key not in rows)]

@@ -22,6 +22,7 @@ from ralex.config import BudgetDefaults
 from ralex.keys import ClientKey
 from ralex.ledger.rows import BudgetSettings as BudgetSettings  # re-exported for readers of the ledger
 from ralex.ledger.rows import LedgerRow as LedgerRow
+from ralex.sinks import pg_text
 
 MIGRATIONS_PACKAGE: Final = "ralex.ledger.migrations"
 _MIGRATION_LOCK: Final = 0x7A1E_0001  # pg_advisory_lock key: one migrator at a time
@@ -150,7 +151,7 @@ def settings_update(*, daily_limit: object = None, timezone: str | None = None,
     assignments = ", ".join(f"{column} = {column} || %({column})s" if column == "alias_caps"
                             else f"{column} = %({column})s" for column in changes)
     query = f"UPDATE budget_settings SET {assignments}, updated_at = now(), updated_by = %(by)s WHERE id"
-    return query, {**changes, "by": by}
+    return query, {**changes, "by": pg_text(by)}
 
 
 def update_settings(conn: psycopg.Connection[Any], by: str = "ralexctl", **changes: Any) -> BudgetSettings:
@@ -174,7 +175,10 @@ SPENT_BY_KEY_ON_DAY: Final = "SELECT key_name, sum(spent_usd) FROM daily_breakdo
 
 
 def row_values(row: LedgerRow) -> tuple[Any, ...]:
-    return tuple(getattr(row, name) for name in LEDGER_COLUMNS)
+    """The INSERT parameters of a row: the one place ledger text is written, so each text value goes
+    through :func:`ralex.sinks.pg_text` (the reason and the error quote the request; Postgres refuses
+    NUL and lone surrogates). A row is never refused for what its text says."""
+    return tuple(pg_text(v) if isinstance(v := getattr(row, name), str) else v for name in LEDGER_COLUMNS)
 
 
 def insert_rows(conn: psycopg.Connection[Any], rows: Iterable[LedgerRow]) -> None:

@@ -5,30 +5,42 @@ Requests hand rows to :meth:`LedgerWriter.submit`: one append to the journal
 when Postgres is away the rows stay queued and are retried with backoff. Rows carry their own
 UUID and are inserted with ``ON CONFLICT DO NOTHING``, so a retry after an unclear commit, or a
 journal replay, never counts a request twice.
+
+No row is refused for its text (:func:`ralex.ledger.store.row_values` encodes it for Postgres). A row
+Postgres still rejects is a bug, and is treated as one: logged as an error, counted in
+:attr:`LedgerWriter.rejected` (``/ralex/budget``'s ``ledger.rejected``), kept in the journal and
+tried again at the next start, where its cost still counts in the day's spend.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import psycopg
 
 from ralex.ledger.journal import Journal
-from ralex.ledger.rows import LedgerRow, row_to_json
+from ralex.ledger.rows import LedgerRow
 from ralex.ledger.store import INSERT_LEDGER, row_values
 
 log = logging.getLogger("ralex.ledger")
+AWAY: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
+"""Postgres is away (or the connection broke): retry later, the rows are fine."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 async def insert_rows(conn: psycopg.AsyncConnection[Any], rows: list[LedgerRow]) -> list[LedgerRow]:
-    """Insert rows (idempotent); a row Postgres rejects does not stop the others. Returns the rejected.
+    """Insert rows (idempotent); a row Postgres rejects does not stop the others. Returns the rejected,
+    each named in an error log line.
 
     Raises psycopg.OperationalError when Postgres is away.
     """
@@ -36,25 +48,29 @@ async def insert_rows(conn: psycopg.AsyncConnection[Any], rows: list[LedgerRow])
         async with conn.transaction(), conn.cursor() as cur:
             await cur.executemany(INSERT_LEDGER, [row_values(r) for r in rows])
         return []
-    except (psycopg.OperationalError, psycopg.InterfaceError):
+    except AWAY:
         raise
-    except psycopg.Error:
+    except Exception:  # some row was refused: find which, one by one
         pass
     refused = []
     for row in rows:
         try:
             async with conn.transaction():
                 await conn.execute(INSERT_LEDGER, row_values(row))
-        except (psycopg.OperationalError, psycopg.InterfaceError):
+        except AWAY:
             raise
-        except psycopg.Error:
+        except Exception as exc:  # whatever the cause, the row is kept, never dropped
+            log.error("ledger: Postgres rejected the row of request %s (%s, $%.8f) (%s: %s)", row.request_id,
+                      row.status, row.cost_usd, type(exc).__name__, _first_line(exc))
             refused.append(row)
     return refused
 
 
 class LedgerWriter:
     def __init__(self, dsn: str, *, journal: Journal | None = None, batch_size: int = 500,
-                 max_backoff: float = 2.0) -> None:
+                 max_backoff: float = 2.0, rejected: Iterable[LedgerRow] = ()) -> None:
+        """``rejected``: rows Postgres refused before (at the start's journal replay), kept with the
+        ones it refuses from now on."""
         self._dsn = dsn
         self.journal = journal
         self._batch_size = batch_size
@@ -69,6 +85,8 @@ class LedgerWriter:
         self.written = 0
         self.failures = 0
         self.last_error: str | None = None
+        self.rejected: dict[str, LedgerRow] = {str(r.request_id): r for r in rejected}
+        """Rows Postgres refused, by request id: kept in the journal and tried again at the next start."""
 
     # --- the request side: no I/O ----------------------------------------------------------
     def submit(self, row: LedgerRow) -> None:
@@ -84,6 +102,14 @@ class LedgerWriter:
 
     def queued(self) -> Iterator[LedgerRow]:
         return (row for _, row in self._queue)
+
+    def unwritten(self) -> list[LedgerRow]:
+        """Every row not in Postgres: queued, and refused (what a journal rewrite must keep)."""
+        return [*self.queued(), *self.rejected.values()]
+
+    @property
+    def rejected_usd(self) -> float:
+        return sum(row.cost_usd for row in self.rejected.values())
 
     @property
     def lag_seconds(self) -> float:
@@ -127,32 +153,34 @@ class LedgerWriter:
                 await self._wake.wait()
                 continue
             batch = [row for _, row in list(self._queue)[: self._batch_size]]
+            refused: list[LedgerRow] = []
             try:
                 await self._write(batch)
-            except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+            except AWAY as exc:
                 self.failures += 1
-                self.last_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                self.last_error = _first_line(exc)
                 log.warning("ledger: Postgres unavailable (%s); %d rows queued, retrying", self.last_error,
                             len(self._queue))
                 await self._reset_connection()
                 await asyncio.sleep(backoff)
                 backoff = min(self._max_backoff, backoff * 2)
                 continue
-            except psycopg.Error as exc:  # a row Postgres rejects: write the others, keep it aside
+            except Exception as exc:  # a row Postgres rejects: write the others, keep it
                 self.failures += 1
-                self.last_error = str(exc)
+                self.last_error = _first_line(exc)
                 await self._reset_connection()
                 try:
                     refused = await self._write_one_by_one(batch)
-                except (psycopg.OperationalError, psycopg.InterfaceError, OSError):
+                except Exception as again:  # away, or no connection at all: the whole batch waits
+                    self.last_error = _first_line(again)
                     await self._reset_connection()
+                    await asyncio.sleep(backoff)
+                    backoff = min(self._max_backoff, backoff * 2)
                     continue
-                if refused:
-                    log.error("ledger: Postgres rejected %d rows (%s); kept beside the journal", len(refused), exc)
-                    self.set_aside(refused)
+                self.keep(refused)
             for _ in batch:
                 self._queue.popleft()
-            self.written += len(batch)
+            self.written += len(batch) - len(refused)
             backoff = 0.05
 
     async def _write(self, batch: list[LedgerRow]) -> None:
@@ -170,13 +198,13 @@ class LedgerWriter:
         self._conn = None
 
     # --- rows Postgres refuses ---------------------------------------------------------------
-    def set_aside(self, rows: list[LedgerRow]) -> None:
-        """Keep rows Postgres rejected in a file beside the journal (never dropped silently)."""
-        if self.journal is None:
-            log.error("ledger: no journal configured; %d rejected rows kept only in the log: %s", len(rows),
-                      [row_to_json(r) for r in rows])
+    def keep(self, rows: list[LedgerRow]) -> None:
+        """Rows Postgres rejected stay unwritten: in :attr:`rejected` and in the journal (their lines are
+        there, and every rewrite keeps :meth:`unwritten`), tried again at the next start."""
+        if not rows:
             return
-        aside = self.journal.path.with_suffix(".rejected.jsonl")
-        with aside.open("a") as fh:
-            for row in rows:
-                fh.write(json.dumps(row_to_json(row)) + "\n")
+        for row in rows:
+            self.rejected[str(row.request_id)] = row
+        log.error("ledger: %d rows Postgres rejected are kept in the journal (%d, $%.8f in all) and retried at "
+                  "the next start; see ledger.rejected in /ralex/budget", len(rows), len(self.rejected),
+                  self.rejected_usd)

@@ -3,7 +3,8 @@
 LiteLLM's /v1/messages endpoint rebuilds the headers of its error answers (and of some others), so a
 402's ``x-ralex-*`` headers raised from the pre-call hook never reach the client. The gate opens an
 exchange per model request (a context variable LiteLLM's tasks inherit); the hooks note the headers
-there, and the gate adds any the answer lacks.
+there, as plain text, and the gate writes them on the answer, each encoded for HTTP
+(:func:`ralex.sinks.header_value`): no ``x-ralex-*`` header reaches the client another way.
 """
 
 from __future__ import annotations

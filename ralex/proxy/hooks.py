@@ -8,7 +8,9 @@ the state lives in :data:`ralex.proxy.runtime.runtime`.
   upstream call is built from the decision: model, the output cap in that API's own field,
   fallbacks; every override LiteLLM would take from the client (retries, timeouts, credentials,
   tags) is removed. Ralex's request key goes where LiteLLM keeps its own bookkeeping.
-- ``async_post_call_response_headers_hook``: ``x-ralex-*`` headers explaining the decision.
+- ``async_post_call_response_headers_hook``: ``x-ralex-*`` headers explaining the decision, owed to the
+  gate (:mod:`ralex.proxy.exchange`), which alone writes them (each value through
+  :func:`ralex.sinks.header_value`: the reason quotes the prompt).
 - ``async_post_call_streaming_iterator_hook``: notes the generation id and whether the stream
   finished (chat chunks, Anthropic SSE frames or Responses events); a stream cut short is settled
   from OpenRouter's generation record (else the hold).
@@ -19,7 +21,6 @@ the state lives in :data:`ralex.proxy.runtime.runtime`.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import AsyncGenerator
 from typing import Any, Final
@@ -36,12 +37,6 @@ from ralex.proxy.auth import attributed_to
 from ralex.proxy.exchange import owe
 from ralex.proxy.runtime import NotReady, runtime
 
-log = logging.getLogger("ralex.proxy")
-if not logging.getLogger("ralex").handlers:  # LiteLLM configures only its own loggers
-    _handler = logging.StreamHandler()
-    _handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    logging.getLogger("ralex").addHandler(_handler)
-    logging.getLogger("ralex").setLevel(logging.INFO)
 CALL_APIS: Final = {"completion": "chat", "acompletion": "chat", "anthropic_messages": "messages",
                     "aresponses": "responses"}
 """The call types Ralex admits and settles, and the request shape each carries; any other is refused."""
@@ -173,8 +168,8 @@ class RalexHooks(CustomLogger):
         try:
             flight = engine.admit(data, client, api)
         except Rejected as rejected:
-            owe(rejected.headers)
-            raise HTTPException(rejected.status, rejected.message, headers=rejected.headers) from None
+            owe(rejected.headers)  # the gate writes them, whatever error shape LiteLLM builds
+            raise HTTPException(rejected.status, rejected.message) from None
         decision = flight.decision
         for key in CLIENT_OVERRIDES:
             data.pop(key, None)
@@ -215,8 +210,8 @@ class RalexHooks(CustomLogger):
                     headers["x-ralex-model"] = spec.model
                     headers["x-ralex-max-tokens"] = str(fb.max_tokens)
                     break
-        owe(headers)
-        return headers
+        owe(headers)  # the gate alone writes x-ralex-* headers (encoded for HTTP), none go through LiteLLM
+        return None
 
     async def async_post_call_streaming_iterator_hook(self, user_api_key_dict: Any, response: Any,
                                                       request_data: dict[str, Any]) -> AsyncGenerator[Any, None]:

@@ -42,6 +42,7 @@ from ralex.ledger.store import (
 from ralex.ledger.writer import LedgerWriter, insert_rows
 from ralex.pricing import Price, afetch_prices, routing_config, with_overrides
 from ralex.proxy.settings import load_settings
+from ralex.sinks import log_to_stderr
 
 log = logging.getLogger("ralex.proxy")
 READY_TIMEOUT: Final = 15.0
@@ -96,6 +97,7 @@ class ProxyRuntime:
         """Load settings and prices, replay the journal into Postgres, then open for requests."""
         if self._engine is not None:
             return
+        log_to_stderr()  # LiteLLM configures only its own loggers; each of Ralex's records is one line
         self.settings = settings = load_settings()
         self.config = load_config(settings.config_path)
         self.prices = self._stored_prices() or with_overrides(
@@ -103,29 +105,31 @@ class ProxyRuntime:
         clock = settings.clock()
         self._http = httpx.AsyncClient(timeout=10)
         journal = Journal(settings.journal_path or settings.runtime_dir / "ledger-journal.jsonl")
+        # written by earlier versions: the spool, and rows Postgres refused (set aside, never replayed)
+        legacy = (journal.path.with_name("ledger-spool.jsonl"), journal.path.with_suffix(".rejected.jsonl"))
         async with await psycopg.AsyncConnection.connect(settings.database_url, connect_timeout=5) as conn:
-            legacy = journal.path.with_name("ledger-spool.jsonl")  # written by earlier versions
-            replayed = await self._price_interrupted([*journal.pending(), *replay(legacy)])
+            replayed = await self._price_interrupted(replay(*legacy, journal.path))
             refused = await insert_rows(conn, replayed) if replayed else []
             if replayed:
                 interrupted = sum(1 for r in replayed if r.status == "interrupted")
                 log.warning("ralex: journal replayed %d rows (%d requests interrupted, charged at their hold)",
                             len(replayed), interrupted)
-            journal.rewrite((), ())
-            legacy.unlink(missing_ok=True)
+            journal.rewrite((), refused)  # what Postgres still refuses stays, for the next start
+            for path in legacy:
+                path.unlink(missing_ok=True)
             row = await (await conn.execute(SELECT_SETTINGS)).fetchone()
             assert row is not None, "budget settings are seeded by ralex-proxy before LiteLLM starts"
             budget = settings_from_row(row)
             today = budget_day(clock(), budget.timezone)
-            spent = await _spent_on(conn, today)
-            spent_by_key = await _spent_by_key_on(conn, today)
+            spent, spent_by_key = with_unrecorded(await _spent_on(conn, today), await _spent_by_key_on(conn, today),
+                                                  refused, today)
             crossed = [r[0] for r in await (await conn.execute(CROSSINGS_ON_DAY, (today,))).fetchall()]
             self._set_keys([key_from_row(r) for r in await (await conn.execute(SELECT_KEYS)).fetchall()])
         self.journal = journal
-        self.writer = LedgerWriter(settings.database_url, journal=journal)
+        self.writer = LedgerWriter(settings.database_url, journal=journal, rejected=refused)
         if refused:
-            log.error("ralex: Postgres rejected %d journal rows; kept beside the journal", len(refused))
-            self.writer.set_aside(refused)
+            log.error("ralex: Postgres rejected %d journal rows ($%.8f); they stay in the journal, count in "
+                      "today's spend and are retried at the next start", len(refused), self.writer.rejected_usd)
         self.writer.start()
         self._engine = BudgetEngine(routing_config(self.config, self.prices), budget, spent, clock=clock,
                                     sink=self.writer.submit, hold_sink=journal.hold,
@@ -144,7 +148,7 @@ class ProxyRuntime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.writer.stop(timeout)
-        queued = list(self.writer.queued())
+        queued = self.writer.unwritten()
         open_holds = self._engine.open_holds()
         self.journal.rewrite(open_holds, queued)
         self.journal.close()
@@ -324,7 +328,7 @@ class ProxyRuntime:
             for row in engine.expire(horizon):
                 log.warning("ralex: request %s never reported back; charged its hold", row.request_id)
             if journal.size > COMPACT_BYTES:
-                journal.rewrite(engine.open_holds(), writer.queued())
+                journal.rewrite(engine.open_holds(), writer.unwritten())
 
     async def _refresh_prices(self) -> None:
         while True:
@@ -371,6 +375,8 @@ class ProxyRuntime:
                 "lag_seconds": writer.lag_seconds if writer else 0.0,
                 "written": writer.written if writer else 0,
                 "write_failures": writer.failures if writer else 0,
+                "rejected": len(writer.rejected) if writer else 0,
+                "rejected_usd": round(writer.rejected_usd, 8) if writer else 0.0,
             },
         }
 
@@ -494,6 +500,18 @@ class ProxyRuntime:
         engine = await self.ready()
         payload, _ = engine.explain(body, remaining)
         return {**payload, "source": "proxy", "prices": "live (OpenRouter)"}
+
+
+def with_unrecorded(spent: float, by_key: dict[str, float], rows: list[LedgerRow], day: date
+                    ) -> tuple[float, dict[str, float]]:
+    """``day``'s spend (in all, by key) as Postgres holds it, plus the rows it refused: billed money the
+    ledger does not hold yet still counts, so a restart never gives it back."""
+    by_key = dict(by_key)
+    for row in rows:
+        if row.budget_day == day:
+            spent += row.cost_usd
+            by_key[row.key_name] = by_key.get(row.key_name, 0.0) + row.cost_usd
+    return spent, by_key
 
 
 async def _spent_by_key_on(conn: psycopg.AsyncConnection[Any], day: date) -> dict[str, float]:

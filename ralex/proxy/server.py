@@ -24,8 +24,9 @@ The gate is a small ASGI layer in front of LiteLLM that every request passes fir
   would raise the bill (thinking, reasoning effort, web search) is removed and named in
   ``x-ralex-dropped``. Request headers are allow-listed too (LiteLLM reads retries, timeouts, tags and
   credentials from headers), and the query string is dropped.
-- **headers owed**: the ``x-ralex-*`` headers the hooks noted (:mod:`ralex.proxy.exchange`) are added
-  to any answer that lacks them (LiteLLM's /v1/messages rebuilds its error headers).
+- **headers owed**: the ``x-ralex-*`` headers the hooks noted (:mod:`ralex.proxy.exchange`) are written
+  here and only here, each value encoded for HTTP (:func:`ralex.sinks.header_value`), on every answer
+  (LiteLLM's /v1/messages rebuilds its error headers).
 - ``/v1/messages/count_tokens`` is answered here, from Ralex's own prompt bound (no upstream call).
 - **responses**: LiteLLM's own ``x-litellm-*`` headers (upstream base URL, version) are removed.
 - **lifespan**: starts the Ralex runtime once LiteLLM has started, and stops it (drains the
@@ -59,6 +60,7 @@ from ralex.proxy.exchange import open_exchange
 from ralex.proxy.runtime import NotReady, ProxyRuntime, runtime
 from ralex.proxy.settings import ProxySettings
 from ralex.request import chat_view, estimate_prompt_tokens
+from ralex.sinks import header_fields
 
 log = logging.getLogger("ralex.proxy")
 
@@ -351,14 +353,14 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
 
 
 def _hiding_headers(send: Send, owed: dict[str, str] | None = None) -> Send:
+    """The one writer of Ralex's response headers: LiteLLM's own are removed, and so is any
+    ``x-ralex-*`` the app sent; the ``owed`` ones (plain text: the reason quotes the prompt) are written
+    through :func:`ralex.sinks.header_fields`, so every value is one printable ASCII line."""
     async def filtered(message: Message) -> None:
         if message["type"] == "http.response.start":
             headers = [(k, v) for k, v in message.get("headers", [])
-                       if not k.lower().startswith(HIDDEN_RESPONSE_HEADERS)]
-            present = {k.lower() for k, _ in headers}
-            headers += [(k.encode(), v.encode("latin-1", "replace")) for k, v in (owed or {}).items()
-                        if k.encode() not in present]
-            message["headers"] = headers
+                       if not k.lower().startswith((*HIDDEN_RESPONSE_HEADERS, b"x-ralex-"))]
+            message["headers"] = headers + header_fields(owed or {})
         await send(message)
 
     return filtered

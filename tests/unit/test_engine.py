@@ -279,6 +279,44 @@ def test_preview_remembers_no_turn():
     assert after_admit.reason.startswith("same turn")
 
 
+def test_two_keys_sending_the_same_first_prompt_never_share_a_turn():
+    """A tight key's step-down must not downgrade a full-budget key that happens to send the same
+    conversation (nor the full-budget key's choice lift the tight key)."""
+    s = setup()
+    s.engine.set_key_budgets({"tight": 1.0, "roomy": None})
+    first_step = {"model": "auto", "messages": [
+        {"role": "user", "content": "review the auth module for race conditions"}]}
+    tool_step = {"model": "auto", "messages": [
+        *first_step["messages"],
+        {"role": "assistant", "content": None,
+         "tool_calls": [{"id": "1", "type": "function", "function": {"name": "read", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "1", "content": "def login(): ..."}]}
+
+    tight = s.engine.admit(first_step, "tight")
+    roomy = s.engine.admit(first_step, "roomy")
+    assert tight.decision.alias == "cheap"  # $1 left on the key: smart is out of its reach
+    assert (roomy.decision.alias, roomy.decision.kind) == ("smart", "task-smart")
+    assert not roomy.decision.reason.startswith("same turn")
+
+    tight_step = s.engine.admit(tool_step, "tight")
+    roomy_step = s.engine.admit(tool_step, "roomy")
+    assert (tight_step.decision.alias, tight_step.decision.kind) == ("cheap", "turn")
+    assert (roomy_step.decision.alias, roomy_step.decision.kind) == ("smart", "turn")
+    assert s.engine.admit(tool_step, "agent").decision.kind != "turn"  # a third key: a turn of its own
+
+
+def test_the_engine_hands_its_reason_on_as_text_the_header_writer_encodes():
+    """The classifier quotes the prompt; the engine does not pre-clean it (the gate's writer encodes
+    it), and the ledger row keeps the same words."""
+    s = setup()
+    flight = s.engine.admit(body(model="auto", text="Hi,\ncan you fix the typo in a.py"))
+    assert "\n" in flight.headers["x-ralex-reason"]
+    assert flight.headers["x-ralex-reason"] == flight.decision.reason
+    row = s.engine.settle(flight.key, 0.00001, cost_source="upstream")
+    assert row is not None
+    assert row.reason == flight.decision.reason
+
+
 def test_preview_over_budget_returns_the_refusal_without_recording_it():
     s = setup(limit=5.0, spent=5.0)
     outcome = s.engine.preview(body())
