@@ -42,6 +42,15 @@ class Rejected(Exception):
 
 
 @dataclass(slots=True)
+class Attempt:
+    """One call to the upstream on one alias; ``ended``: open (no failure reported: it answered, or
+    ended unseen), refused (an error status: nothing generated) or billable (timed out, cut)."""
+
+    alias: str
+    ended: str = "open"
+
+
+@dataclass(slots=True)
 class InFlight:
     key: str
     request: ChatRequest
@@ -51,9 +60,8 @@ class InFlight:
     remaining_after: float
     client: str = OPERATOR
     """The name its spend is attributed to: a client key, ``agent`` or ``operator``."""
-    attempts_failed: int = 0
-    billed_attempts: float = 0.0
-    """Worst cases of failed attempts the upstream may still have billed (timeouts, cut streams)."""
+    attempts: list[Attempt] = field(default_factory=list)
+    """Every upstream attempt made for it so far (primary, then fallbacks), in order."""
     generation_id: str | None = None
     settling: bool = False
     """Its cost is being looked up upstream; LiteLLM's late callbacks must not settle it."""
@@ -65,6 +73,14 @@ class InFlight:
         """The worst case of one attempt on ``alias`` (the routed alias or one of its fallbacks)."""
         d = self.decision
         return next((fb.worst_case for fb in d.fallbacks if fb.alias == alias and alias != d.alias), d.worst_case)
+
+    def unanswered_cost(self, *, answered: bool) -> float:
+        """What the attempts that brought no answer may have been billed: each at its own worst case,
+        unless the upstream refused it (an error status: nothing generated). ``answered``: the latest
+        attempt, if no failure of it was reported, answered and is charged its real cost elsewhere."""
+        answering = answered and bool(self.attempts) and self.attempts[-1].ended == "open"
+        attempts = self.attempts[:-1] if answering else self.attempts
+        return sum(self.worst_case_of(a.alias) for a in attempts if a.ended != "refused")
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,7 +343,7 @@ class BudgetEngine:
         flight = self.in_flight.pop(key, None)
         if flight is None:
             return None
-        cost += flight.billed_attempts
+        cost += flight.unanswered_cost(answered=True)
         day = self.book.settle(key, cost, flight.client)
         self._check_crossings()
         row = self._row(flight, status=status, day=day, cost=cost, cost_source=cost_source, model=model,
@@ -343,7 +359,7 @@ class BudgetEngine:
         flight = self.in_flight.pop(key, None)
         if flight is None:
             return None
-        cost = flight.billed_attempts
+        cost = flight.unanswered_cost(answered=False)
         day = self.book.settle(key, cost, flight.client)
         self._check_crossings()
         row = self._row(flight, status="error", day=day, cost=cost, cost_source="hold" if cost else None,
@@ -351,13 +367,25 @@ class BudgetEngine:
         self.sink(row)
         return row
 
-    def note_failed_attempt(self, key: str, alias: str | None = None, *, billable: bool = False) -> None:
-        """One attempt failed; ``billable`` when the upstream may have generated (and billed) it."""
+    def start_attempt(self, key: str, alias: str | None) -> None:
+        """An upstream call on ``alias`` is about to be made for the request: it counts as billed at its
+        worst case until it answers or the upstream refuses it."""
         flight = self.in_flight.get(key)
         if flight is not None:
-            flight.attempts_failed += 1
-            if billable:
-                flight.billed_attempts += flight.worst_case_of(alias)
+            flight.attempts.append(Attempt(alias or flight.decision.alias))
+
+    def note_failed_attempt(self, key: str, alias: str | None = None, *, billable: bool = False) -> None:
+        """The latest attempt failed; ``billable`` when the upstream may have generated (and billed) it.
+        A failure with no attempt on record (its start went unseen) is an attempt of its own."""
+        flight = self.in_flight.get(key)
+        if flight is None:
+            return
+        alias = alias or flight.decision.alias
+        latest = flight.attempts[-1] if flight.attempts else None
+        if latest is None or latest.ended != "open" or latest.alias != alias:
+            latest = Attempt(alias)
+            flight.attempts.append(latest)
+        latest.ended = "billable" if billable else "refused"
 
     def settle_at_hold(self, key: str, status: str, error: str | None = None) -> LedgerRow | None:
         """Charge a request its whole hold: its real cost is unknown, and the hold is its upper bound."""

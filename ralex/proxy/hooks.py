@@ -14,9 +14,11 @@ the state lives in :data:`ralex.proxy.runtime.runtime`.
 - ``async_post_call_streaming_iterator_hook``: notes the generation id and whether the stream
   finished (chat chunks, Anthropic SSE frames or Responses events); a stream cut short is settled
   from OpenRouter's generation record (else the hold).
+- ``log_pre_api_call``: each upstream call (primary, every fallback) is an attempt of its own.
 - ``async_log_success_event``: settle to the real cost (OpenRouter's ``usage.cost``).
 - ``async_log_failure_event`` / ``async_post_call_failure_hook``: attempts the upstream refused
-  cost nothing; attempts it may have generated (timeouts, dropped connections) cost their hold.
+  cost nothing; attempts it may have generated (timeouts, dropped connections) or that never
+  reported back cost their own worst case.
 """
 
 from __future__ import annotations
@@ -259,6 +261,19 @@ class RalexHooks(CustomLogger):
         generation = _generation_id(response_obj) or flight.generation_id
         engine.settle(flight.key, cost, cost_source="upstream", model=spec.model if spec else None, alias=alias,
                       prompt_tokens=prompt, completion_tokens=completion, generation_id=generation)
+
+    def log_pre_api_call(self, model: Any, messages: Any, kwargs: dict[str, Any]) -> None:
+        """An upstream call is about to be made (the primary, or a fallback): it is an attempt of its own.
+
+        LiteLLM shares one logging object across a request's fallbacks and reports a failure only
+        once per object; clearing that mark here gets each attempt's own failure reported.
+        """
+        kwargs.pop("has_logged_async_failure", None)
+        kwargs.pop("has_logged_sync_failure", None)
+        key = _metadata(kwargs).get(META_KEY)
+        engine = runtime.engine
+        if engine is not None and isinstance(key, str):
+            engine.start_attempt(key, _metadata(kwargs).get("model_group"))
 
     async def async_log_failure_event(self, kwargs: dict[str, Any], response_obj: Any, start_time: Any,
                                       end_time: Any) -> None:

@@ -202,3 +202,63 @@ def test_a_stream_broken_midway_is_charged_what_was_generated(live: Proxy, upstr
     assert row["status"] == "error"
     assert row["cost_source"] == "generation"
     assert float(row["cost_usd"]) == pytest.approx(cost)
+
+
+CHEAP_MODEL = "google/gemini-2.5-flash-lite"
+SMART_MODEL = "anthropic/claude-sonnet-4.5"
+ATTEMPT_FAULTS = {
+    "primary refused, fallback timed out": ({"kind": "status", "status": 503, "model": CHEAP_MODEL},
+                                            {"kind": "timeout", "seconds": 6, "model": SMART_MODEL}),
+    "both timed out": ({"kind": "timeout", "seconds": 6, "model": CHEAP_MODEL},
+                       {"kind": "timeout", "seconds": 6, "model": SMART_MODEL}),
+}
+
+
+def api_body(api: str, text: str, stream: bool) -> tuple[str, dict[str, Any]]:
+    if api == "messages":
+        return "/v1/messages", {"model": "cheap", "max_tokens": 200, "stream": stream,
+                                "messages": [{"role": "user", "content": text}]}
+    if api == "responses":
+        return "/v1/responses", {"model": "cheap", "max_output_tokens": 200, "stream": stream, "input": text}
+    return "/v1/chat/completions", {"model": "cheap", "max_tokens": 200, "stream": stream,
+                                    "messages": [{"role": "user", "content": text}]}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("api", ["chat", "messages", "responses"])
+@pytest.mark.parametrize("scenario", list(ATTEMPT_FAULTS))
+def test_every_attempt_the_upstream_may_bill_is_charged(live: Proxy, upstream: Fake, scenario: str, api: str,
+                                                        stream: bool):
+    """Primary and fallback are each their own billed attempt, whatever ends them: the ledger holds at
+    least what the upstream billed, and at most the request's hold."""
+    upstream.faults(*ATTEMPT_FAULTS[scenario])
+    path, body = api_body(api, "add a docstring to the Cache class", stream)
+    before = len(live.ledger("status <> 'refused'"))
+    response = live.client.post(path, json=body)
+    assert response.status_code >= 400, response.text[:300]
+    wait_until(lambda: billed(upstream)[0] >= 1, 15, what="the timed-out attempt to be billed upstream")
+    wait_until(lambda: live.budget()["in_flight"] == 0 and live.budget()["ledger"]["pending"] == 0, 30,
+               what="the request settled and written")
+    rows = live.ledger("status <> 'refused'")[before:]
+    generations, cost = billed(upstream)
+    charged = sum(float(r["cost_usd"]) for r in rows)
+    reserved = sum(float(r["reserved_usd"]) for r in rows)
+    record(f"attempts: {scenario}, {api}, {'stream' if stream else 'whole'}",
+           {"upstream_generations": generations, "upstream_usd": cost, "ledger_usd": charged, "rows": len(rows)})
+    assert charged >= cost > 0, (rows, cost)
+    assert charged <= reserved + 1e-12
+
+
+@pytest.mark.parametrize("api", ["chat", "messages", "responses"])
+def test_attempts_the_upstream_refused_cost_nothing(live: Proxy, upstream: Fake, api: str):
+    """Each attempt's own failure is read: primary and fallback both answered 503, nothing was generated,
+    nothing is charged (the fallback's refusal is not mistaken for a timeout)."""
+    upstream.faults({"kind": "status", "status": 503, "model": CHEAP_MODEL},
+                    {"kind": "status", "status": 503, "model": SMART_MODEL})
+    path, body = api_body(api, "add a docstring to the Cache class", False)
+    response = live.client.post(path, json=body)
+    assert response.status_code >= 400
+    assert [r["model"] for r in upstream.requests()] == [CHEAP_MODEL, SMART_MODEL]
+    row = wait_until(lambda: live.ledger("status = 'error'"), 10, what="the error row")[-1]
+    assert billed(upstream) == (0, 0.0)
+    assert (float(row["cost_usd"]), row["cost_source"]) == (0.0, None)

@@ -116,8 +116,9 @@ def test_a_request_settles_only_once():
 def test_attempts_the_upstream_refused_cost_nothing():
     s = setup(fallbacks={"cheap": ("smart",)})
     flight = s.engine.admit(body())
-    s.engine.note_failed_attempt(flight.key, "cheap", billable=False)
-    s.engine.note_failed_attempt(flight.key, "smart", billable=False)
+    for alias in ("cheap", "smart"):
+        s.engine.start_attempt(flight.key, alias)
+        s.engine.note_failed_attempt(flight.key, alias, billable=False)
 
     row = s.engine.fail(flight.key, "503 from every provider")
 
@@ -132,8 +133,9 @@ def test_a_timed_out_attempt_is_charged_at_its_worst_case_when_the_request_fails
     s = setup(fallbacks={"cheap": ("smart",)})
     flight = s.engine.admit(body())
     [smart_fallback] = flight.decision.fallbacks
-    s.engine.note_failed_attempt(flight.key, "cheap", billable=True)
-    s.engine.note_failed_attempt(flight.key, "smart", billable=True)
+    for alias in ("cheap", "smart"):
+        s.engine.start_attempt(flight.key, alias)
+        s.engine.note_failed_attempt(flight.key, alias, billable=True)
 
     row = s.engine.fail(flight.key, "timeout")
 
@@ -146,7 +148,9 @@ def test_a_timed_out_attempt_is_charged_at_its_worst_case_when_the_request_fails
 def test_a_timed_out_attempt_is_added_to_the_cost_of_the_fallback_that_answered():
     s = setup(fallbacks={"cheap": ("smart",)})
     flight = s.engine.admit(body())
+    s.engine.start_attempt(flight.key, "cheap")
     s.engine.note_failed_attempt(flight.key, "cheap", billable=True)
+    s.engine.start_attempt(flight.key, "smart")
 
     row = s.engine.settle(flight.key, 0.0009, cost_source="usage", alias="smart", model=SMART.model)
 
@@ -155,6 +159,45 @@ def test_a_timed_out_attempt_is_added_to_the_cost_of_the_fallback_that_answered(
     assert (row.alias_routed, row.fallback, row.upstream_model) == ("smart", True, SMART.model)
     assert row.max_tokens == flight.decision.fallbacks[0].max_tokens
     assert s.engine.snapshot().spent == pytest.approx(0.0009 + flight.decision.worst_case)
+
+
+def test_an_attempt_that_started_and_never_reported_back_is_charged_at_its_worst_case():
+    """The fallback's failure went unreported (or the request failed before it could be): it may have
+    been generated, so it costs its own worst case; the refused primary costs nothing."""
+    s = setup(fallbacks={"cheap": ("smart",)})
+    flight = s.engine.admit(body())
+    [smart_fallback] = flight.decision.fallbacks
+    s.engine.start_attempt(flight.key, "cheap")
+    s.engine.note_failed_attempt(flight.key, "cheap", billable=False)
+    s.engine.start_attempt(flight.key, "smart")
+
+    row = s.engine.fail(flight.key, "503, then no answer")
+
+    assert row is not None
+    assert (row.cost_usd, row.cost_source) == (pytest.approx(smart_fallback.worst_case), "hold")
+    assert row.cost_usd <= flight.decision.reserve
+
+
+def test_a_failure_whose_start_went_unseen_is_an_attempt_of_its_own():
+    s = setup(fallbacks={"cheap": ("smart",)})
+    flight = s.engine.admit(body())
+    s.engine.note_failed_attempt(flight.key, "cheap", billable=True)
+
+    row = s.engine.settle(flight.key, 0.0009, cost_source="usage", alias="smart", model=SMART.model)
+
+    assert row is not None
+    assert row.cost_usd == pytest.approx(0.0009 + flight.decision.worst_case)
+
+
+def test_the_answering_attempt_is_charged_its_real_cost_once():
+    s = setup(fallbacks={"cheap": ("smart",)})
+    flight = s.engine.admit(body())
+    s.engine.start_attempt(flight.key, "cheap")
+
+    row = s.engine.settle(flight.key, 0.00002, cost_source="usage", alias="cheap")
+
+    assert row is not None
+    assert row.cost_usd == pytest.approx(0.00002)
 
 
 def test_settle_at_hold_charges_the_whole_reserve():
