@@ -206,9 +206,10 @@ class BudgetEngine:
 
     # --- admission ---------------------------------------------------------------------------
     def _decide(self, body: Mapping[str, Any], now: datetime, mono: float, client: str | None = None,
-                api: str = "chat") -> tuple[ChatRequest, BudgetSnapshot, str | None, Decision | Refusal]:
+                api: str = "chat", read: ChatRequest | None = None
+                ) -> tuple[ChatRequest, BudgetSnapshot, str | None, Decision | Refusal]:
         try:
-            request = ChatRequest.from_body(body, api)
+            request = read if read is not None else ChatRequest.from_body(body, api)
         except RequestError as exc:
             raise Rejected(400, str(exc)) from None
         except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a shape no check foresaw
@@ -273,17 +274,19 @@ class BudgetEngine:
                             "needed_usd": outcome.needed})
         return payload, outcome
 
-    def admit(self, body: Mapping[str, Any], client: str = OPERATOR, api: str = "chat") -> InFlight:
+    def admit(self, body: Mapping[str, Any], client: str = OPERATOR, api: str = "chat",
+              read: ChatRequest | None = None) -> InFlight:
         """Route and reserve, or raise :class:`Rejected` (400 bad request, 402 over budget).
 
         ``client`` names who asks (a client key, ``agent``, ``operator``): a key with a daily
         sub-budget is routed by the tighter of its remaining and the day's, and its hold must fit
         both, checked and taken in one synchronous step (no overshoot of either under concurrency).
         ``api`` names the body's shape (:data:`ralex.params.APIS`); every shape is bounded alike.
+        ``read``: ``ChatRequest.from_body(body, api)`` made already (off the event loop, by the gate).
         """
         now = self.clock()
         mono = time.monotonic()
-        request, snapshot, sticky, outcome = self._decide(body, now, mono, client, api)
+        request, snapshot, sticky, outcome = self._decide(body, now, mono, client, api, read)
         key = str(uuid.uuid4())
         if isinstance(outcome, Refusal) or not self.book.try_reserve(
                 key, outcome.reserve, self.settings.daily_limit, client=client,

@@ -36,8 +36,9 @@ from ralex.engine import Rejected
 from ralex.keys import AGENT, OPERATOR
 from ralex.params import REFUSED, REFUSED_ELSEWHERE, refused_in
 from ralex.proxy.auth import attributed_to
-from ralex.proxy.exchange import owe
+from ralex.proxy.exchange import owe, read_request
 from ralex.proxy.runtime import NotReady, runtime
+from ralex.request import ChatRequest
 
 CALL_APIS: Final = {"completion": "chat", "acompletion": "chat", "anthropic_messages": "messages",
                     "aresponses": "responses"}
@@ -53,6 +54,14 @@ CLIENT_OVERRIDES: Final = ("num_retries", "timeout", "stream_timeout", "client_s
 BILLABLE_STATUS: Final = frozenset({408, 499, 524})
 _MESSAGE_STOP: Final = re.compile(r"(?:^|\n)event: *message_stop\b")
 """The last event of a complete Anthropic stream (LiteLLM's translation emits it once the upstream finished)."""
+
+
+def read_for(data: dict[str, Any]) -> ChatRequest | None:
+    """The gate's reading of this body (a large one, read off the event loop), if it is this body's."""
+    read = read_request()
+    if read is None or read.requested_alias != data.get("model") or read.stream != bool(data.get("stream")):
+        return None
+    return read
 
 
 def _metadata(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -168,7 +177,7 @@ class RalexHooks(CustomLogger):
         if client not in (AGENT, OPERATOR) and not runtime.key_active(client):  # revoked since it was checked
             raise HTTPException(401, f"key {client} was revoked; ask the operator for a new key") from None
         try:
-            flight = engine.admit(data, client, api)
+            flight = engine.admit(data, client, api, read_for(data))
         except Rejected as rejected:
             owe(rejected.headers)  # the gate writes them, whatever error shape LiteLLM builds
             raise HTTPException(rejected.status, rejected.message) from None

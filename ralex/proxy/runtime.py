@@ -42,6 +42,7 @@ from ralex.ledger.store import (
 from ralex.ledger.writer import LedgerWriter, insert_rows
 from ralex.pricing import Price, afetch_prices, routing_config, with_overrides
 from ralex.proxy.settings import load_settings
+from ralex.request import prepare as prepare_text_reading
 from ralex.sinks import log_to_stderr
 
 log = logging.getLogger("ralex.proxy")
@@ -104,6 +105,7 @@ class ProxyRuntime:
             self.config, await afetch_prices(settings.openrouter_api_base, settings.openrouter_api_key))
         clock = settings.clock()
         self._http = httpx.AsyncClient(timeout=10)
+        await asyncio.to_thread(prepare_text_reading)  # so no request pays for building the tables
         journal = Journal(settings.journal_path or settings.runtime_dir / "ledger-journal.jsonl")
         # written by earlier versions: the spool, and rows Postgres refused (set aside, never replayed)
         legacy = (journal.path.with_name("ledger-spool.jsonl"), journal.path.with_suffix(".rejected.jsonl"))

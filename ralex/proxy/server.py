@@ -35,6 +35,7 @@ The gate is a small ASGI layer in front of LiteLLM that every request passes fir
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -59,7 +60,7 @@ from ralex.proxy.auth import is_agent_route, matches, presented_key, revoked_mes
 from ralex.proxy.exchange import open_exchange
 from ralex.proxy.runtime import NotReady, ProxyRuntime, runtime
 from ralex.proxy.settings import ProxySettings
-from ralex.request import chat_view, estimate_prompt_tokens
+from ralex.request import ChatRequest, chat_view, estimate_prompt_tokens
 from ralex.sinks import header_fields
 
 log = logging.getLogger("ralex.proxy")
@@ -77,6 +78,9 @@ CHAT_ROUTES: Final = frozenset(ROUTE_APIS)
 COUNT_TOKENS: Final = "/v1/messages/count_tokens"
 METRICS: Final = "/metrics"
 HEALTH: Final = "/health"
+OFF_LOOP_BYTES: Final = 128 << 10
+"""A model request body larger than this is parsed, checked and read in a worker thread (reading takes up
+to ~40 ms a MB of adversarial text); a smaller one on the event loop (a few ms at most)."""
 PUBLIC_ROUTES: Final = frozenset({"/health/liveliness", "/health/liveness"})
 """The only routes answered without a key: is the proxy up (LiteLLM's liveness probe, no model call)."""
 MASTER_ROUTES: Final = frozenset({METRICS, HEALTH})
@@ -114,6 +118,35 @@ async def _respond(send: Send, status: int, message: str, kind: str = "invalid_r
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+def read_body(raw: bytes, api: str, with_request: bool
+              ) -> tuple[dict[str, Any], list[str], bool, ChatRequest | None] | str:
+    """A model request's body checked: (what may be forwarded, the fields dropped by name, whether all
+    of it is forwarded, and with ``with_request`` admission's reading of it), or the 400 message naming
+    the problem. Pure: the gate
+    runs it on the event loop for a small body and in a worker thread for a large one."""
+    dropped: list[str] = []
+    try:
+        body = parse_body(raw, what=WHAT[api])
+        if api == "messages":
+            clean, dropped = forwardable_messages(body)
+        elif api == "responses":
+            clean, dropped = forwardable_responses(body)
+        else:
+            clean = forwardable(body)
+    except RequestError as exc:
+        return str(exc)
+    except Exception:  # a shape the checks did not foresee: still the client's input, never a 500
+        log.exception("ralex: unexpected request shape")
+        return f"the request body does not have the shape of {WHAT[api]}; see {SHAPE_DOCS[api]}"
+    read = None
+    if with_request:
+        try:
+            read = ChatRequest.from_body(clean, api)
+        except Exception:  # admission reads it again and answers the problem
+            read = None
+    return clean, dropped, not dropped and len(clean) == len(body), read
 
 
 class Gate:
@@ -202,8 +235,10 @@ class Gate:
         await send({"type": "http.response.body", "body": body})
 
     async def _body(self, scope: Scope, receive: Receive, send: Send, api: str
-                    ) -> tuple[bytes, bool, dict[str, Any], list[str], list[tuple[bytes, bytes]]] | None:
-        """The request's key and checked body, or None once an error answer was sent."""
+                    ) -> tuple[bytes, bool, dict[str, Any], list[str], list[tuple[bytes, bytes]],
+                               ChatRequest | None] | None:
+        """The request's key, checked body and, for a large body, admission's reading of it; or None
+        once an error answer was sent. A body over :data:`OFF_LOOP_BYTES` is read in a worker thread."""
         key = presented_key(scope.get("headers") or [])
         if (refusal := await self._key_refusal(key)) is not None:  # before the body is even read
             await _respond(send, *refusal, "authentication_error", api)
@@ -214,31 +249,20 @@ class Gate:
             await _respond(send, 413, f"the request body is over {self.max_body_bytes >> 20} MB; send a shorter "
                                       "conversation (or raise RALEX_MAX_BODY_BYTES)", api=api)
             return None
-        dropped: list[str] = []
-        try:
-            body = parse_body(raw, what=WHAT[api])
-            if api == "messages":
-                clean, dropped = forwardable_messages(body)
-            elif api == "responses":
-                clean, dropped = forwardable_responses(body)
-            else:
-                clean = forwardable(body)
-        except RequestError as exc:
-            await _respond(send, 400, str(exc), api=api)
+        large = len(raw) > OFF_LOOP_BYTES
+        checked = await asyncio.to_thread(read_body, raw, api, True) if large else read_body(raw, api, False)
+        if isinstance(checked, str):
+            await _respond(send, 400, checked, api=api)
             return None
-        except Exception:  # a shape the checks did not foresee: still the client's input, never a 500
-            log.exception("ralex: unexpected request shape")
-            await _respond(send, 400, f"the request body does not have the shape of {WHAT[api]}; "
-                                      f"see {SHAPE_DOCS[api]}", api=api)
-            return None
-        as_sent = not dropped and len(clean) == len(body) and b"\\ud" not in raw and b"\\uD" not in raw
-        return raw, as_sent, clean, dropped, headers
+        clean, dropped, whole, read = checked
+        as_sent = whole and b"\\ud" not in raw and b"\\uD" not in raw
+        return raw, as_sent, clean, dropped, headers, read
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send, api: str = "chat") -> None:
         checked = await self._body(scope, receive, send, api)
         if checked is None:
             return
-        raw, as_sent, clean, dropped, headers = checked
+        raw, as_sent, clean, dropped, headers, read = checked
         if as_sent:
             payload = raw  # nothing dropped and no escaped surrogates: forward the bytes as they came
         else:
@@ -252,7 +276,7 @@ class Gate:
         kept += [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         # LiteLLM reads the body checked here, never the bytes again (it caches a parsed body in its scope)
         inner = {**scope, "headers": kept, "query_string": b"", "parsed_body": (tuple(clean), clean)}
-        owed = open_exchange()
+        owed = open_exchange(read)
         if dropped:
             owed["x-ralex-dropped"] = ",".join(dropped)
         sent = False

@@ -16,7 +16,6 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ralex.request import (
-    NFKC_PIECE,
     ChatRequest,
     chat_view,
     estimate_prompt_tokens,
@@ -177,14 +176,26 @@ def test_a_json_object_format_is_priced_like_a_small_schema():
         ChatRequest.from_body(body).prompt_tokens
 
 
-# --- the NFKC bound, read in pieces ---------------------------------------------------------------------
+# --- the NFKC bound, per character ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("unit", ["\ufdfa", "e\u0301", "\uff21\u3300 ", "\u1100\u1161\u11a8", "a\u0308\u0301"])
-def test_a_long_text_read_in_pieces_is_bounded_by_its_whole_nfkc_form(unit: str):
-    text = unit * (3 * NFKC_PIECE // len(unit) + 1)
+@pytest.mark.parametrize("unit", ["\ufdfa", "e\u0301", "\uff21\u3300 ", "\u1100\u1161\u11a8", "a\u0308\u0301",
+                                  "\u00bd\u2474\u33ff", "\u65e5\u672c\uc548"])
+def test_a_text_is_bounded_by_its_whole_nfkc_form_and_by_its_own_bytes(unit: str):
+    text = unit * 5000
     whole = len(unicodedata.normalize("NFKC", text).encode())
-    assert text_bytes(text) >= max(whole, len(text.encode()))
-    assert text_bytes(text) <= max(whole, len(text.encode())) + 3 * 8  # a few characters at each cut
+    per_char = sum(max(len(c.encode()), len(unicodedata.normalize("NFKC", c).encode())) for c in text)
+    assert max(whole, len(text.encode())) <= text_bytes(text) <= 3 * per_char
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_any_text_is_bounded_by_its_nfkc_form(text: str):
+    assert text_bytes(text) >= max(len(text.encode()), len(unicodedata.normalize("NFKC", text).encode()))
+
+
+def test_the_bound_reads_a_text_without_compatibility_characters_exactly():
+    text = "\u65e5\u672c\u8a9e \uc548\ub155 \u00e9 \u2026 caf\u00e9 " * 100
+    assert text_bytes(text) == len(text.encode())
 
 
 def test_no_composition_is_longer_in_utf8_than_its_two_parts():

@@ -454,3 +454,37 @@ TOOLS = {"messages": [{"name": "read", "description": "read a file",
                         "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}},
                        {"type": "namespace", "name": "agents", "tools": [
                            {"type": "function", "name": "spawn", "parameters": {"type": "object"}}]}]}
+
+
+# --- a large body is read off the event loop, once ---------------------------------------------------
+
+@pytest.mark.parametrize("api", ["chat", "messages", "responses"])
+def test_the_gates_reading_of_a_large_body_is_admissions_own(api: str):
+    """The gate reads a body over OFF_LOOP_BYTES in a worker thread and hands admission that reading:
+    it must be exactly what admission would read from the forwarded body."""
+    from ralex.proxy.server import OFF_LOOP_BYTES, read_body
+    from ralex.request import ChatRequest
+
+    text = "fix the typo in a.py \u00e9\ufdfa " * (OFF_LOOP_BYTES // 20)
+    body: dict[str, Any] = {"model": "auto", "stream": True}
+    if api == "responses":
+        body["input"] = text
+    else:
+        body["messages"] = [{"role": "user", "content": text}]
+    raw = json.dumps(body).encode()
+    assert len(raw) > OFF_LOOP_BYTES
+    checked = read_body(raw, api, True)
+    assert not isinstance(checked, str)
+    clean, dropped, whole, read = checked
+    assert read == ChatRequest.from_body(clean, api)
+    assert (dropped, whole) == ([], True)
+    assert read_body(raw, api, False)[3] is None  # type: ignore[index]
+
+
+def test_a_large_body_with_a_problem_gets_its_400_from_the_thread():
+    from ralex.proxy.server import OFF_LOOP_BYTES, read_body
+
+    raw = b'{"model": "auto", "messages": [' + b"[" * 70 + b"]" * 70 + b"]" + b" " * OFF_LOOP_BYTES + b"}"
+    message = read_body(raw, "chat", True)
+    assert isinstance(message, str)
+    assert "levels deep" in message
