@@ -12,8 +12,12 @@ each sink calls its encoder:
 - :func:`log_line` — one log line (:class:`LogLineFormatter`, the ``ralex`` logger's handler): control,
   format and line-separator characters escaped, so one record is one line whatever it quotes.
 
-No metric label takes request text: the exporter's labels are aliases, models and routing kinds from
-the policy, and key names (``ralex.keys.check_name``'s ``[a-z0-9-]{1,40}``, ``agent``, ``operator``).
+- :func:`client_label` — the ``User-Agent`` LiteLLM sees (the gate hands LiteLLM every request's headers
+  through :func:`ralex.proxy.auth.with_key`), which LiteLLM's Prometheus metrics keep as the
+  ``user_agent`` label: one of a few known clients' names, else ``other``.
+
+No other metric label takes request text: the exporter's labels are aliases, models and routing kinds
+from the policy, and key names (``ralex.keys.check_name``'s ``[a-z0-9-]{1,40}``, ``agent``, ``operator``).
 
 Every encoder reads at most a bounded prefix of its input, so a 32 MB prompt costs no more than a short one.
 """
@@ -36,6 +40,13 @@ TRUNCATED: Final = "..."
 _SHORT: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 _HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}")
 _PG_BAD: Final = re.compile("[\x00\ud800-\udfff]")
+KNOWN_CLIENTS: Final = frozenset({
+    "claude-cli", "claude-code", "codex_cli_rs", "codex_exec", "codex-tui", "opencode", "aider", "ai-sdk",
+    "openai", "anthropic", "litellm", "python-httpx", "python-requests", "curl", "node", "ralexctl",
+})
+"""Client names the ``user_agent`` label may take (each followed by ``/``, which LiteLLM's Claude Code and
+Codex checks read); any other client is ``other``."""
+_PRODUCT: Final = re.compile(rb"[A-Za-z0-9_.-]{1,32}")
 
 
 def _escape(ch: str) -> str:
@@ -87,6 +98,15 @@ def header_fields(headers: Mapping[str, object]) -> list[tuple[bytes, bytes]]:
     HTTP token (Ralex names its own headers, so this is a bug) is left out rather than sent."""
     return [(name.lower().encode("ascii"), header_value(value).encode("ascii"))
             for name, value in headers.items() if _HEADER_NAME.fullmatch(name)]
+
+
+def client_label(user_agent: bytes) -> bytes:
+    """A bounded stand-in for a client's ``User-Agent``: its product name when it is a known client
+    (``claude-cli/``, ``opencode/``), else ``other`` - never its version or anything after it, so the
+    label has a few values whatever clients send."""
+    found = _PRODUCT.match(user_agent[:33])
+    name = found.group().decode().lower() if found else ""
+    return f"{name}/".encode() if name in KNOWN_CLIENTS else b"other"
 
 
 def pg_text(text: str, limit: int = PG_TEXT_MAX) -> str:

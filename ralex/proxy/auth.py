@@ -27,6 +27,7 @@ from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
 
 from ralex.keys import AGENT, OPERATOR, ClientKey
 from ralex.proxy.runtime import NotReady, runtime
+from ralex.sinks import client_label
 
 AGENT_ROUTES: Final = frozenset({"/v1/chat/completions", "/chat/completions", "/v1/messages", "/v1/responses",
                                  "/v1/messages/count_tokens", "/v1/models", "/models", "/ralex/status"})
@@ -60,8 +61,10 @@ def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> str:
 
 
 def with_key(headers: Iterable[tuple[bytes, bytes]], key: str) -> list[tuple[bytes, bytes]]:
-    """``headers`` without any credential header, plus ``Authorization: Bearer <key>`` when there is a key."""
-    kept = [(k, v) for k, v in headers if k.lower() not in CREDENTIAL_HEADERS]
+    """The headers LiteLLM sees: ``headers`` without any credential header, the ``User-Agent`` as its
+    bounded label (:func:`ralex.sinks.client_label`), plus ``Authorization: Bearer <key>`` when there is a key."""
+    kept = [(k, client_label(v) if k.lower() == b"user-agent" else v) for k, v in headers
+            if k.lower() not in CREDENTIAL_HEADERS]
     return [*kept, (b"authorization", b"Bearer " + key.encode("latin-1", "replace"))] if key else kept
 
 

@@ -18,9 +18,11 @@ from ralex.proxy.hooks import META_HEADERS, META_KEY, handler
 from ralex.proxy.server import _hiding_headers
 from ralex.sinks import (
     HEADER_MAX,
+    KNOWN_CLIENTS,
     LOG_LINE_MAX,
     PG_TEXT_MAX,
     LogLineFormatter,
+    client_label,
     header_fields,
     header_value,
     log_line,
@@ -212,3 +214,33 @@ def test_ralex_log_lines_have_one_writer():
     assert len(logger.handlers) == 1
     assert isinstance(logger.handlers[0].formatter, LogLineFormatter)
     assert logger.propagate is False  # never printed a second time, unescaped, by a root handler
+
+
+# --- the user_agent label LiteLLM's metrics keep -----------------------------------------------------
+
+@pytest.mark.parametrize(("sent", "label"), [
+    (b"claude-cli/2.1.332 (external, cli)", b"claude-cli/"),
+    (b"codex_cli_rs/0.77.0 (Debian 12; x86_64) xterm", b"codex_cli_rs/"),
+    (b"opencode/1.18.33 ai-sdk/provider-utils/3.0.1 runtime/bun/1.2", b"opencode/"),
+    (b"OpenAI/Python 1.99.0", b"openai/"),
+    (b"evil/1.0\r\nx-injected: 1", b"other"),
+    (b"\x00claude-cli/1", b"other"),
+    (b"", b"other"),
+    (b"a" * 100_000, b"other"),
+    ("claude-cli\u2028/1".encode(), b"claude-cli/"),  # only the name is kept, never what follows
+])
+def test_the_user_agent_reaches_litellm_as_a_bounded_label(sent: bytes, label: bytes):
+    assert client_label(sent) == label
+
+
+@given(st.binary(max_size=300))
+def test_any_user_agent_gets_one_of_a_few_labels(sent: bytes):
+    assert client_label(sent) in {f"{name}/".encode() for name in KNOWN_CLIENTS} | {b"other"}
+
+
+def test_litellm_still_recognises_claude_code_and_codex_by_their_label():
+    from litellm.litellm_core_utils.core_helpers import is_codex_user_agent
+    from litellm.llms.anthropic.common_utils import is_claude_code_user_agent
+
+    assert is_claude_code_user_agent(client_label(b"claude-cli/2.1.332 (external, cli)").decode())
+    assert is_codex_user_agent(client_label(b"codex_cli_rs/0.77.0").decode())
