@@ -31,8 +31,27 @@ PER_MESSAGE_TOKENS: Final = 8
 TOOLS_OVERHEAD_TOKENS: Final = 600
 """What providers add when tools or an output schema are offered (Anthropic's tool-use system prompt is
 ~350 tokens; a schema reaches a model without native structured output as a forced tool)."""
-CACHE_WRITE_FACTOR: Final = 1.25
-"""A prompt with ``cache_control`` breakpoints may be billed as a cache write: 1.25x the input price."""
+CACHE_WRITE_FACTORS: Final = {"5m": 1.25, "1h": 2.0}
+"""A prompt with ``cache_control`` breakpoints may be billed as a cache write, by its ``ttl``: 1.25x the
+input price for 5 minutes (the default), 2x for an hour (Anthropic's prices)."""
+LONGEST_CACHE_FACTOR: Final = max(CACHE_WRITE_FACTORS.values())
+_TTL: Final = re.compile(r'"ttl"\s*:\s*"([^"\\]{0,16})"')
+
+
+def cache_factor(control: object) -> float:
+    """The cache-write price factor of one ``cache_control`` value; the highest for a ttl not known."""
+    if not isinstance(control, Mapping):
+        return LONGEST_CACHE_FACTOR
+    ttl = control.get("ttl", "5m")
+    return CACHE_WRITE_FACTORS.get(ttl, LONGEST_CACHE_FACTOR) if isinstance(ttl, str) else LONGEST_CACHE_FACTOR
+
+
+def _tools_cache_factor(dumped: str) -> float:
+    """The highest cache-write factor among ``cache_control`` values in tools, read from their JSON (1 if none)."""
+    if '"cache_control"' not in dumped:
+        return 1.0
+    return max([CACHE_WRITE_FACTORS["5m"], *(CACHE_WRITE_FACTORS.get(ttl, LONGEST_CACHE_FACTOR)
+                                             for ttl in _TTL.findall(dumped))])
 
 
 def content_text(content: object) -> str:
@@ -126,13 +145,15 @@ def estimate_prompt_tokens(messages: Sequence[Mapping[str, Any]], tools: object 
     count their pixel bound (:func:`ralex.media.image_tokens_bound`); tool calls, tool
     definitions and a structured-output ``response_format`` (its schema is prompt text the upstream
     bills) their JSON bytes; each message a framing allowance. With ``cache_control`` the total is
-    scaled to the cache-write price. Raises :class:`RequestError` for an image it cannot size.
+    scaled to the highest cache-write price among them. Raises :class:`RequestError` for an image it
+    cannot size.
     """
     total = 0
-    cached = False
+    factor = 1.0
     for index, message in enumerate(messages):
         total += PER_MESSAGE_TOKENS
-        cached = cached or "cache_control" in message
+        if "cache_control" in message:
+            factor = max(factor, cache_factor(message["cache_control"]))
         content = message.get("content")
         if isinstance(content, str):
             total += text_bytes(content)
@@ -141,7 +162,8 @@ def estimate_prompt_tokens(messages: Sequence[Mapping[str, Any]], tools: object 
                 if not isinstance(part, Mapping):
                     total += len(str(part).encode())
                     continue
-                cached = cached or "cache_control" in part
+                if "cache_control" in part:
+                    factor = max(factor, cache_factor(part["cache_control"]))
                 if isinstance(part.get("text"), str):
                     total += text_bytes(part["text"])
                 elif part.get("type") == "image_url":
@@ -152,12 +174,14 @@ def estimate_prompt_tokens(messages: Sequence[Mapping[str, Any]], tools: object 
                 total += text_bytes(value) if isinstance(value, str) else len(json.dumps(value).encode())
     structured = _structured_output(response_format)
     if tools:
-        total += len(json.dumps(tools).encode())
+        dumped = json.dumps(tools)
+        total += len(dumped.encode())
+        factor = max(factor, _tools_cache_factor(dumped))
     if structured:
         total += len(json.dumps(structured).encode())
     if tools or structured:
         total += TOOLS_OVERHEAD_TOKENS
-    return math.ceil(total * CACHE_WRITE_FACTOR) if cached else total
+    return math.ceil(total * factor)
 
 
 def _structured_output(response_format: object) -> object:
@@ -405,8 +429,11 @@ def chat_view(body: Mapping[str, Any], api: str) -> Mapping[str, Any]:
     if not messages:
         raise RequestError("the request holds no messages")
     tools = body.get("tools")
-    if "cache_control" in _dump(tools or []) or any("cache_control" in m for m in messages):
-        messages[0]["cache_control"] = {"type": "ephemeral"}
+    strongest = max([_tools_cache_factor(_dump(tools or [])),
+                     *(cache_factor(m["cache_control"]) for m in messages if "cache_control" in m)])
+    if strongest > 1.0:  # the prompt may be written to the cache at that price
+        messages[0]["cache_control"] = {"type": "ephemeral",
+                                        "ttl": next(t for t, f in CACHE_WRITE_FACTORS.items() if f >= strongest)}
     view: dict[str, Any] = {"model": body.get("model"), "messages": messages, "stream": body.get("stream")}
     if tools:
         view["tools"] = tools

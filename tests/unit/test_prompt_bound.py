@@ -177,3 +177,28 @@ def test_a_message_with_an_inline_image_is_estimated_above_the_images_bound(widt
 def test_every_inline_image_of_a_conversation_is_counted():
     one = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": png_data_url(1920, 1080)}}]}
     assert estimate_prompt_tokens([one, one, one]) >= 3 * image_tokens_bound(1920, 1080)
+
+
+# --- cache writes are held at the price of their ttl -------------------------------------------------
+
+ONE_HOUR = {"type": "ephemeral", "ttl": "1h"}
+FIVE_MINUTES = {"type": "ephemeral"}
+
+
+@pytest.mark.parametrize(("control", "factor"), [(FIVE_MINUTES, 1.25), ({"type": "ephemeral", "ttl": "5m"}, 1.25),
+                                                 (ONE_HOUR, 2.0), ({"type": "ephemeral", "ttl": "1d"}, 2.0)])
+def test_a_cache_write_is_held_at_its_ttls_price(control: dict[str, str], factor: float):
+    """Anthropic bills a cache write 1.25x the input price for 5 minutes and 2x for an hour; a ttl not
+    known is held at the highest."""
+    from ralex.request import ChatRequest
+
+    text = "x" * 10_000
+    plain = estimate_prompt_tokens([{"role": "user", "content": text}])
+    part = [{"role": "user", "content": [{"type": "text", "text": text, "cache_control": control}]}]
+    assert estimate_prompt_tokens(part) >= plain * factor
+    tools = [{"name": "read", "input_schema": {"type": "object"}, "cache_control": control}]
+    messages = {"model": "auto", "max_tokens": 10, "messages": [{"role": "user", "content": text}], "tools": tools}
+    assert ChatRequest.from_body(messages, "messages").prompt_tokens >= plain * factor
+    system = {"model": "auto", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}],
+              "system": [{"type": "text", "text": text, "cache_control": control}]}
+    assert ChatRequest.from_body(system, "messages").prompt_tokens >= plain * factor
