@@ -300,15 +300,21 @@ def test_preview_decides_like_admit_but_reserves_nothing():
         preview.alias, preview.max_tokens, preview.reserve)
 
 
-def test_preview_remembers_no_turn():
-    s = setup()
-    first_step = {"model": "auto", "messages": [
+def turn_steps() -> tuple[dict[str, Any], dict[str, Any]]:
+    """A user turn's first step and the tool step after it (same conversation, one tool call later)."""
+    first_step: dict[str, Any] = {"model": "auto", "messages": [
         {"role": "user", "content": "review the auth module for race conditions"}]}
     tool_step = {"model": "auto", "messages": [
         *first_step["messages"],
         {"role": "assistant", "content": None,
          "tool_calls": [{"id": "1", "type": "function", "function": {"name": "read", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "1", "content": "def login(): ..."}]}
+    return first_step, tool_step
+
+
+def test_preview_remembers_no_turn():
+    s = setup()
+    first_step, tool_step = turn_steps()
 
     s.engine.preview(first_step)
     after_preview = s.engine.preview(tool_step)
@@ -327,13 +333,7 @@ def test_two_keys_sending_the_same_first_prompt_never_share_a_turn():
     conversation (nor the full-budget key's choice lift the tight key)."""
     s = setup()
     s.engine.set_key_budgets({"tight": 1.0, "roomy": None})
-    first_step = {"model": "auto", "messages": [
-        {"role": "user", "content": "review the auth module for race conditions"}]}
-    tool_step = {"model": "auto", "messages": [
-        *first_step["messages"],
-        {"role": "assistant", "content": None,
-         "tool_calls": [{"id": "1", "type": "function", "function": {"name": "read", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "1", "content": "def login(): ..."}]}
+    first_step, tool_step = turn_steps()
 
     tight = s.engine.admit(first_step, "tight")
     roomy = s.engine.admit(first_step, "roomy")
