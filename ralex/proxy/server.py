@@ -78,6 +78,8 @@ CHAT_ROUTES: Final = frozenset(ROUTE_APIS)
 COUNT_TOKENS: Final = "/v1/messages/count_tokens"
 METRICS: Final = "/metrics"
 HEALTH: Final = "/health"
+WARM_ROUTES: Final = ("/v1/messages",)
+"""Routes LiteLLM registers on their first request (its lazy features) that Ralex serves: loaded at start."""
 OFF_LOOP_BYTES: Final = 128 << 10
 """A model request body larger than this is parsed, checked and read in a worker thread (reading takes up
 to ~40 ms a MB of adversarial text); a smaller one on the event loop (a few ms at most)."""
@@ -339,6 +341,24 @@ class Gate:
                          "client key from `ralexctl keys add`")
         return None if client.active else (401, revoked_message(client))
 
+    async def _warm_routes(self) -> None:
+        """Load LiteLLM's lazily registered routes that Ralex serves before the proxy opens: the first
+        request to one imports its module (~1.3 s holding the event loop, every request waiting)."""
+        async def nothing_sent() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def discard(message: Message) -> None:
+            return None
+
+        for path in WARM_ROUTES:
+            scope: Scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                            "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+                            "root_path": "", "headers": [], "client": ("127.0.0.1", 0), "server": None}
+            try:
+                await self.app(scope, nothing_sent, discard)
+            except Exception:  # the route loads on its first real request instead
+                log.exception("ralex: warming %s failed", path)
+
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def receive_and_stop() -> Message:
             message = await receive()
@@ -355,6 +375,7 @@ class Gate:
                     await self.runtime.start()
                 except Exception as exc:  # Postgres away: the first request retries (and answers 503 meanwhile)
                     log.warning("ralex: not started yet (%s); retrying on the first request", exc)
+                await self._warm_routes()
             await send(message)
 
         await self.app(scope, receive_and_stop, start_then_send)

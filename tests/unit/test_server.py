@@ -488,3 +488,49 @@ def test_a_large_body_with_a_problem_gets_its_400_from_the_thread():
     message = read_body(raw, "chat", True)
     assert isinstance(message, str)
     assert "levels deep" in message
+
+
+# --- LiteLLM's lazy routes that Ralex serves load before the proxy opens -------------------------------
+
+def test_every_served_route_litellm_loads_lazily_is_warmed_at_start():
+    """The first request to a lazily registered LiteLLM route imports its module holding the event loop
+    (~1.3 s for /v1/messages): each one Ralex serves is in WARM_ROUTES, whatever LiteLLM's version."""
+    from litellm.proxy._lazy_features import LAZY_FEATURES
+
+    from ralex.proxy.server import COUNT_TOKENS, OPEN_ROUTES, WARM_ROUTES
+
+    for route in sorted(OPEN_ROUTES | {COUNT_TOKENS}):
+        for feature in LAZY_FEATURES:
+            if feature.matches(route):
+                assert any(feature.matches(warm) for warm in WARM_ROUTES), (route, feature.name)
+
+
+def test_the_gate_warms_those_routes_before_it_reports_startup():
+    from ralex.proxy.server import WARM_ROUTES
+
+    seen: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            await send({"type": "lifespan.startup.complete"})
+            return
+        seen.append(scope["path"])
+        assert (await receive())["type"] == "http.request"
+
+    class Runtime:
+        async def start(self) -> None:
+            return None
+
+    sent: list[str] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message["type"])
+        assert seen == list(WARM_ROUTES)  # warmed before uvicorn hears the startup is complete
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "lifespan.startup"}
+
+    asyncio.run(Gate(app, Runtime())(  # type: ignore[arg-type]
+        {"type": "lifespan"}, receive, send))
+    assert sent == ["lifespan.startup.complete"]
