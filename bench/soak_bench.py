@@ -12,8 +12,10 @@ Method
 * Postgres (testcontainers), the fake OpenRouter in its own process and the real proxy
   (``ralex-proxy``, exactly as the integration tests start it), with a daily limit of $1000 so
   nothing is refused for budget.
-* A real Prometheus (``RALEX_PROMETHEUS_IMAGE``, host network) scraping the proxy's ``/metrics/``
-  every 5 s, as the shipped ``prometheus/prometheus.yml`` does (job ``litellm``).
+* A real Prometheus (``RALEX_PROMETHEUS_IMAGE``, host network) scraping the proxy's metrics port
+  (``RALEX_METRICS_PORT``: ``/metrics`` only, no key) every 5 s, as the shipped
+  ``prometheus/prometheus.yml`` does (job ``litellm``). The benchmark reads ``/metrics`` itself on
+  the proxy's port with ``LITELLM_MASTER_KEY``, as an operator does.
 * Steady traffic at ``--rate`` requests/s from ``--threads`` client threads, with the agent key,
   for ``--minutes``: valid coding-agent steps (``cheap`` and ``auto``, some streamed), ``--bogus``
   distinct unknown model names (each sent once, spread evenly over the run: ``gpt-5-<uuid>``,
@@ -22,8 +24,8 @@ Method
 * Every ``--sample-seconds``: the proxy's RSS (VmRSS of its process and children, /proc), the
   Prometheus container's memory (its process's VmRSS and the cgroup's usage minus inactive file
   pages, as ``docker stats`` shows it), Prometheus's ``prometheus_tsdb_head_series``, the number of
-  series in the proxy's ``/metrics/`` and the load average.
-* At the end: how many of the unknown names appear in the proxy's ``/metrics/``, in Prometheus's
+  series in the proxy's ``/metrics`` and the load average.
+* At the end: how many of the unknown names appear in the proxy's ``/metrics``, in Prometheus's
   series and in what the upstream received (all expected 0), and every status code seen.
 
 * With ``--control``, the same plan again on a fresh proxy and Prometheus with the unknown names'
@@ -77,7 +79,7 @@ from bench.stack import (
     write_results,
 )
 from ralex.budget import CAP_PRESETS
-from tests.integration.conftest import free_port, start_postgres, start_proxy, wait_until
+from tests.integration.conftest import MASTER_KEY, free_port, start_postgres, start_proxy, wait_until
 
 AGENT_KEY = "sk-ralex-test-agent"
 SCRAPE_SECONDS = 5
@@ -242,15 +244,17 @@ class Prometheus:
         return int(float(found.group(1))) if found else None
 
 
-def start_prometheus(image: str, target_port: int, work: Path) -> Prometheus:
+def start_prometheus(image: str, metrics_port: int, work: Path) -> Prometheus:
+    """Prometheus scraping the proxy's metrics port (``RALEX_METRICS_PORT``), as the shipped config does."""
     config_dir = work / "prometheus"
     config_dir.mkdir()
     config_dir.chmod(0o755)
     (config_dir / "prometheus.yml").write_text(
-        "# Soak: the proxy's own metrics, scraped as the shipped prometheus.yml does.\n"
+        "# Soak: the proxy's own metrics, scraped as the shipped prometheus.yml does (its metrics port:\n"
+        "# /metrics only, no key; on the proxy's port /metrics needs LITELLM_MASTER_KEY).\n"
         f"global:\n  scrape_interval: {SCRAPE_SECONDS}s\n  evaluation_interval: {SCRAPE_SECONDS}s\n"
-        "scrape_configs:\n  - job_name: litellm\n    metrics_path: /metrics/\n"
-        f"    static_configs:\n      - targets: [\"127.0.0.1:{target_port}\"]\n")
+        "scrape_configs:\n  - job_name: litellm\n    metrics_path: /metrics\n"
+        f"    static_configs:\n      - targets: [\"127.0.0.1:{metrics_port}\"]\n")
     (config_dir / "prometheus.yml").chmod(0o644)
     port = free_port()
     name = f"ralex-soak-prometheus-{os.getpid()}"
@@ -338,6 +342,13 @@ def container_memory_mib(container_id: str) -> dict[str, float | None]:
 GROWTH_KEYS = ("proxy_rss_mib", "proxy_rss_anon_mib", "prometheus_rss_mib", "prometheus_container_usage_no_cache_mib")
 
 
+def proxy_metrics(proxy_url: str) -> str:
+    """The proxy's ``/metrics`` on its own port, with the master key (as an operator reads it)."""
+    response = httpx.get(f"{proxy_url}/metrics", headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=10)
+    response.raise_for_status()
+    return response.text
+
+
 def metric_series(text: str) -> int:
     return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
 
@@ -346,8 +357,7 @@ def sample(t0: float, proxy_pid: int, proxy_url: str, prom: Prometheus, traffic:
     now = time.monotonic()
     proxy = rss_mib(proxy_pid)
     try:
-        metrics = httpx.get(f"{proxy_url}/metrics/", timeout=10).text
-        series: int | None = metric_series(metrics)
+        series: int | None = metric_series(proxy_metrics(proxy_url))
     except httpx.HTTPError:
         series = None
     try:
@@ -416,12 +426,14 @@ def run_soak(pg: Any, items: list[Planned], args: argparse.Namespace, *, image: 
     with ExitStack() as stack:
         fake_process, fake = start_fake(logs["fake"])
         stack.callback(stop_process, fake_process)
-        proxy = start_proxy(pg.new_database(), fake, work)
+        metrics_port = free_port()
+        proxy = start_proxy(pg.new_database(), fake, work, RALEX_METRICS_PORT=str(metrics_port))
         stack.callback(proxy.stop)
         logs["proxy"] = proxy.log_path
         proxy.set_limit(1000.0, caps=CAPS)  # nothing refused for budget
         base = proxy.url.rstrip("/")
-        prom = start_prometheus(image, proxy.port, work)
+        proxy_metrics(base)  # the key works: fail now, not with empty samples at the end
+        prom = start_prometheus(image, metrics_port, work)
 
         def stop_prom() -> None:
             nonlocal prom_log
@@ -455,7 +467,7 @@ def run_soak(pg: Any, items: list[Planned], args: argparse.Namespace, *, image: 
         time.sleep(SCRAPE_SECONDS + 2)  # one more scrape after the last request
         samples.append(sample(t0, proxy.process.pid, base, prom, traffic))
 
-        metrics = httpx.get(f"{base}/metrics/", timeout=10).text
+        metrics = proxy_metrics(base)
         names = [p.detail for p in items if p.kind == "bogus"]
         ids = [re.search(r"[0-9a-f-]{36}", n).group(0) for n in names]  # type: ignore[union-attr]
         series_json = httpx.get(f"{prom.url}/api/v1/series", params={"match[]": '{job="litellm"}'},
