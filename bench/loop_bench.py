@@ -1,7 +1,7 @@
 """How long small requests wait while the real proxy reads one large request body.
 
 Why: the gate parses, checks and reads every model request body (``ralex.proxy.server.Gate._body``,
-``read_body``). A body over ``OFF_LOOP_BYTES`` (128 KB) is read in a worker thread
+``read_body``). A body over ``OFF_LOOP_BYTES`` (128 KB) is read in a worker process
 (``asyncio.to_thread``) so the event loop stays free for everyone else; but ``json.loads`` and most
 of the reading are Python/C work under the GIL, so some blocking remains. ``bench.parse_bench``
 measures that in process; this measures it end to end, through the real proxy, as the small
@@ -74,7 +74,7 @@ import httpx
 from bench.overhead_bench import process_cpu_seconds
 from bench.parse_bench import build
 from bench.stack import environment, log_problems, percentile, start_fake, stop_process, table, write_results
-from ralex.proxy.server import OFF_LOOP_BYTES
+from ralex.body import OFF_LOOP_BYTES
 from tests.integration.conftest import start_postgres, start_proxy
 
 MB = 1 << 20

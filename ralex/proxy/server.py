@@ -35,7 +35,6 @@ The gate is a small ASGI layer in front of LiteLLM that every request passes fir
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -45,22 +44,20 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any, Final
 
+from ralex.body import SHAPE_DOCS, WHAT, BodyReader, Checked
 from ralex.params import (
     ALIASES,
     RequestError,
     check_anthropic_messages,
     check_anthropic_system,
     check_anthropic_tools,
-    forwardable,
-    forwardable_messages,
-    forwardable_responses,
     parse_body,
 )
 from ralex.proxy.auth import is_agent_route, matches, presented_key, revoked_message, with_key
 from ralex.proxy.exchange import open_exchange
 from ralex.proxy.runtime import NotReady, ProxyRuntime, runtime
 from ralex.proxy.settings import ProxySettings
-from ralex.request import ChatRequest, chat_view, estimate_prompt_tokens
+from ralex.request import chat_view, estimate_prompt_tokens
 from ralex.sinks import header_fields
 
 log = logging.getLogger("ralex.proxy")
@@ -80,9 +77,6 @@ METRICS: Final = "/metrics"
 HEALTH: Final = "/health"
 WARM_ROUTES: Final = ("/v1/messages",)
 """Routes LiteLLM registers on their first request (its lazy features) that Ralex serves: loaded at start."""
-OFF_LOOP_BYTES: Final = 128 << 10
-"""A model request body larger than this is parsed, checked and read in a worker thread (reading takes up
-to ~40 ms a MB of adversarial text); a smaller one on the event loop (a few ms at most)."""
 PUBLIC_ROUTES: Final = frozenset({"/health/liveliness", "/health/liveness"})
 """The only routes answered without a key: is the proxy up (LiteLLM's liveness probe, no model call)."""
 MASTER_ROUTES: Final = frozenset({METRICS, HEALTH})
@@ -100,11 +94,6 @@ MISSING_KEY: Final = ("missing API key: send 'Authorization: Bearer <key>' (or '
 
 _ANTHROPIC_KINDS: Final = {"not_found": "not_found_error", "authentication_error": "authentication_error",
                             "permission_denied": "permission_error"}
-WHAT: Final = {"chat": "a chat completion object", "messages": "an Anthropic Messages request",
-               "responses": "an OpenAI Responses request"}
-SHAPE_DOCS: Final = {"chat": "https://platform.openai.com/docs/api-reference/chat/create",
-                     "messages": "https://docs.anthropic.com/en/api/messages",
-                     "responses": "https://platform.openai.com/docs/api-reference/responses/create"}
 
 
 def _error_body(status: int, message: str, kind: str, api: str = "chat") -> bytes:
@@ -122,35 +111,6 @@ async def _respond(send: Send, status: int, message: str, kind: str = "invalid_r
     await send({"type": "http.response.body", "body": body})
 
 
-def read_body(raw: bytes, api: str, with_request: bool
-              ) -> tuple[dict[str, Any], list[str], bool, ChatRequest | None] | str:
-    """A model request's body checked: (what may be forwarded, the fields dropped by name, whether all
-    of it is forwarded, and with ``with_request`` admission's reading of it), or the 400 message naming
-    the problem. Pure: the gate
-    runs it on the event loop for a small body and in a worker thread for a large one."""
-    dropped: list[str] = []
-    try:
-        body = parse_body(raw, what=WHAT[api])
-        if api == "messages":
-            clean, dropped = forwardable_messages(body)
-        elif api == "responses":
-            clean, dropped = forwardable_responses(body)
-        else:
-            clean = forwardable(body)
-    except RequestError as exc:
-        return str(exc)
-    except Exception:  # a shape the checks did not foresee: still the client's input, never a 500
-        log.exception("ralex: unexpected request shape")
-        return f"the request body does not have the shape of {WHAT[api]}; see {SHAPE_DOCS[api]}"
-    read = None
-    if with_request:
-        try:
-            read = ChatRequest.from_body(clean, api)
-        except Exception:  # admission reads it again and answers the problem
-            read = None
-    return clean, dropped, not dropped and len(clean) == len(body), read
-
-
 class Gate:
     """ASGI layer in front of LiteLLM's app (see the module docstring)."""
 
@@ -160,6 +120,7 @@ class Gate:
         self.runtime = rt
         self.max_body_bytes = max_body_bytes
         self.metrics_port = metrics_port
+        self.reader = BodyReader()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -237,10 +198,9 @@ class Gate:
         await send({"type": "http.response.body", "body": body})
 
     async def _body(self, scope: Scope, receive: Receive, send: Send, api: str
-                    ) -> tuple[bytes, bool, dict[str, Any], list[str], list[tuple[bytes, bytes]],
-                               ChatRequest | None] | None:
-        """The request's key, checked body and, for a large body, admission's reading of it; or None
-        once an error answer was sent. A body over :data:`OFF_LOOP_BYTES` is read in a worker thread."""
+                    ) -> tuple[bytes, Checked, list[tuple[bytes, bytes]]] | None:
+        """The request's body as sent, checked (a large one off the event loop: :class:`ralex.body.BodyReader`)
+        and its headers with the key; or None once an error answer was sent."""
         key = presented_key(scope.get("headers") or [])
         if (refusal := await self._key_refusal(key)) is not None:  # before the body is even read
             await _respond(send, *refusal, "authentication_error", api)
@@ -251,34 +211,24 @@ class Gate:
             await _respond(send, 413, f"the request body is over {self.max_body_bytes >> 20} MB; send a shorter "
                                       "conversation (or raise RALEX_MAX_BODY_BYTES)", api=api)
             return None
-        large = len(raw) > OFF_LOOP_BYTES
-        checked = await asyncio.to_thread(read_body, raw, api, True) if large else read_body(raw, api, False)
+        checked = await self.reader.read(raw, api)
         if isinstance(checked, str):
             await _respond(send, 400, checked, api=api)
             return None
-        clean, dropped, whole, read = checked
-        as_sent = whole and b"\\ud" not in raw and b"\\uD" not in raw
-        return raw, as_sent, clean, dropped, headers, read
+        return raw, checked, headers
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send, api: str = "chat") -> None:
         checked = await self._body(scope, receive, send, api)
         if checked is None:
             return
-        raw, as_sent, clean, dropped, headers, read = checked
-        if as_sent:
-            payload = raw  # nothing dropped and no escaped surrogates: forward the bytes as they came
-        else:
-            try:
-                payload = json.dumps(clean, ensure_ascii=False).encode()
-            except UnicodeEncodeError:
-                await _respond(send, 400, "the request holds a lone UTF-16 surrogate escape (such as \\ud800), "
-                                          "which is not valid Unicode; send whole characters", api=api)
-                return
+        raw, body, headers = checked
+        clean, dropped = body.clean, body.dropped
+        payload = raw if body.payload is None else body.payload  # None: forward the bytes as they came
         kept = [(k, v) for k, v in headers if k in FORWARDED_HEADERS and k != b"content-type"]
         kept += [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         # LiteLLM reads the body checked here, never the bytes again (it caches a parsed body in its scope)
         inner = {**scope, "headers": kept, "query_string": b"", "parsed_body": (tuple(clean), clean)}
-        owed = open_exchange(read)
+        owed = open_exchange(body.read)
         if dropped:
             owed["x-ralex-dropped"] = ",".join(dropped)
         sent = False
@@ -363,6 +313,7 @@ class Gate:
         async def receive_and_stop() -> Message:
             message = await receive()
             if message["type"] == "lifespan.shutdown":
+                self.reader.close()
                 try:
                     await self.runtime.stop()
                 except Exception:

@@ -459,10 +459,10 @@ TOOLS = {"messages": [{"name": "read", "description": "read a file",
 # --- a large body is read off the event loop, once ---------------------------------------------------
 
 @pytest.mark.parametrize("api", ["chat", "messages", "responses"])
-def test_the_gates_reading_of_a_large_body_is_admissions_own(api: str):
-    """The gate reads a body over OFF_LOOP_BYTES in a worker thread and hands admission that reading:
+def test_the_readers_reading_of_a_large_body_is_admissions_own(api: str):
+    """The gate reads a body over OFF_LOOP_BYTES in a worker process and hands admission that reading:
     it must be exactly what admission would read from the forwarded body."""
-    from ralex.proxy.server import OFF_LOOP_BYTES, read_body
+    from ralex.body import OFF_LOOP_BYTES, BodyReader, Checked
     from ralex.request import ChatRequest
 
     text = "fix the typo in a.py \u00e9\ufdfa " * (OFF_LOOP_BYTES // 20)
@@ -473,21 +473,34 @@ def test_the_gates_reading_of_a_large_body_is_admissions_own(api: str):
         body["messages"] = [{"role": "user", "content": text}]
     raw = json.dumps(body).encode()
     assert len(raw) > OFF_LOOP_BYTES
-    checked = read_body(raw, api, True)
-    assert not isinstance(checked, str)
-    clean, dropped, whole, read = checked
-    assert read == ChatRequest.from_body(clean, api)
-    assert (dropped, whole) == ([], True)
-    assert read_body(raw, api, False)[3] is None  # type: ignore[index]
+    reader = BodyReader(workers=1)
+    try:
+        checked = asyncio.run(reader.read(raw, api))
+    finally:
+        reader.close()
+    assert isinstance(checked, Checked)
+    assert checked.read == ChatRequest.from_body(checked.clean, api)
+    assert (checked.dropped, checked.payload) == ([], None)  # forwarded as it came
 
 
-def test_a_large_body_with_a_problem_gets_its_400_from_the_thread():
-    from ralex.proxy.server import OFF_LOOP_BYTES, read_body
+def test_a_large_body_with_a_problem_gets_its_400_from_the_worker():
+    from ralex.body import OFF_LOOP_BYTES, BodyReader
 
     raw = b'{"model": "auto", "messages": [' + b"[" * 70 + b"]" * 70 + b"]" + b" " * OFF_LOOP_BYTES + b"}"
-    message = read_body(raw, "chat", True)
+    reader = BodyReader(workers=1)
+    try:
+        message = asyncio.run(reader.read(raw, "chat"))
+    finally:
+        reader.close()
     assert isinstance(message, str)
     assert "levels deep" in message
+
+
+def test_a_body_with_an_escaped_lone_surrogate_is_refused_by_name():
+    from ralex.body import LONE_SURROGATE, read_body
+
+    raw = b'{"model": "auto", "messages": [{"role": "user", "content": "a\\ud800"}]}'
+    assert read_body(raw, "chat", False) == LONE_SURROGATE
 
 
 # --- LiteLLM's lazy routes that Ralex serves load before the proxy opens -------------------------------
