@@ -204,6 +204,7 @@ class _Expanders:
     (musical symbols; 25 in Python 3.11's Unicode) in a class of their own, read only when a text has
     characters beyond the BMP, at the largest cap among them."""
 
+    any_bmp: re.Pattern[str]
     bmp: tuple[tuple[int, re.Pattern[str]], ...]
     astral: re.Pattern[str] | None
     astral_cap: int
@@ -232,7 +233,8 @@ def _expanders() -> _Expanders:
     def klass(chars: Sequence[str]) -> re.Pattern[str]:
         return re.compile("[" + "".join(re.escape(c) for c in chars) + "]")
 
-    return _Expanders(tuple((cap, klass(chars)) for cap, chars in bmp.items() if chars),
+    return _Expanders(klass([c for chars in bmp.values() for c in chars]),
+                      tuple((cap, klass(chars)) for cap, chars in bmp.items() if chars),
                       klass(astral) if astral else None, astral_cap)
 
 
@@ -254,7 +256,9 @@ def text_bytes(text: str) -> int:
     if text.isascii() or unicodedata.is_normalized("NFKC", text):
         return size
     tables = _expanders()
-    extra = sum(cap * pattern.subn("", text)[1] for cap, pattern in tables.bmp)
+    extra = 0
+    if tables.any_bmp.search(text) is not None:  # most text has none: one scan
+        extra = sum(cap * pattern.subn("", text)[1] for cap, pattern in tables.bmp)
     if tables.astral is not None and _ASTRAL.search(text) is not None:
         extra += tables.astral_cap * tables.astral.subn("", text)[1]
     return size + extra

@@ -62,6 +62,24 @@ def test_compose_stack_routes_and_records_cost(stack):
     assert rows.strip() == "cheap|t"
 
 
+def test_a_large_body_is_read_by_the_images_worker_process(stack):
+    """A body over 128 KB is read in a spawned worker process inside the shipped image (non-root, its
+    limits): it is answered, and the worker runs beside the proxy."""
+    compose, url, master = stack
+    from ralex.body import OFF_LOOP_BYTES
+
+    tool_output = "def handler(event):\n    return event\n" * (OFF_LOOP_BYTES // 30)
+    response = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {master}"}, timeout=60,
+                          json={"model": "cheap", "max_tokens": 50, "messages": [
+                              {"role": "user", "content": "summarise this file"},
+                              {"role": "user", "content": tool_output}]})
+    assert len(response.request.content) > OFF_LOOP_BYTES
+    assert response.status_code == 200, response.text
+    processes, _, _ = compose.exec_in_container(["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"],
+                                                "litellm")
+    assert "multiprocessing" in processes
+
+
 def test_proxy_runs_as_non_root_with_the_hooks_installed(stack):
     compose, _, _ = stack
     uid, _, _ = compose.exec_in_container(["id", "-u"], "litellm")
