@@ -22,15 +22,18 @@ The gate is a small ASGI layer in front of LiteLLM that every request passes fir
   bodies, wrong types, unknown models and refused parameters get a 400 naming the problem, in that
   API's error shape; bookkeeping parameters are dropped, and what a client sends by default that
   would raise the bill (thinking, reasoning effort, web search) is removed and named in
-  ``x-ralex-dropped``. Request headers are allow-listed too (LiteLLM reads retries, timeouts, tags and
-  credentials from headers), and the query string is dropped.
+  ``x-ralex-dropped``. A body over 128 KB is read in a worker process (:class:`ralex.body.BodyReader`),
+  admission's reading of it included, so a 32 MB body does not hold the event loop. Request headers
+  are allow-listed too (LiteLLM reads retries, timeouts, tags and credentials from headers; the
+  ``User-Agent`` becomes a bounded label), and the query string is dropped.
 - **headers owed**: the ``x-ralex-*`` headers the hooks noted (:mod:`ralex.proxy.exchange`) are written
   here and only here, each value encoded for HTTP (:func:`ralex.sinks.header_value`), on every answer
   (LiteLLM's /v1/messages rebuilds its error headers).
 - ``/v1/messages/count_tokens`` is answered here, from Ralex's own prompt bound (no upstream call).
 - **responses**: LiteLLM's own ``x-litellm-*`` headers (upstream base URL, version) are removed.
-- **lifespan**: starts the Ralex runtime once LiteLLM has started, and stops it (drains the
-  ledger, keeps the journal) before LiteLLM shuts down.
+- **lifespan**: starts the Ralex runtime once LiteLLM has started and loads LiteLLM's lazy routes that
+  Ralex serves (:data:`WARM_ROUTES`) before the proxy opens, and stops it (drains the ledger, keeps the
+  journal) before LiteLLM shuts down.
 """
 
 from __future__ import annotations
