@@ -35,8 +35,10 @@ from ralex_ctl.keys import keys_app
 from ralex_ctl.keys import summary_line as keys_summary
 from ralex_ctl.project import (
     REQUIRED,
+    BadEnvValue,
     Project,
     compose_path,
+    env_value,
     find_project,
     normalize_project_name,
     read_env_text,
@@ -204,7 +206,7 @@ def init(
     }
     folder = workspace if workspace.is_absolute() else project.root / workspace
     uid, gid = _agent_ids(folder)
-    values.update({"RALEX_UID": str(uid), "RALEX_GID": str(gid)})
+    values.update({"RALEX_UID": str(uid), "RALEX_GID": str(gid), **_git_identity()})
     taken = _own_project_name(project)
     if taken:
         values["COMPOSE_PROJECT_NAME"] = taken
@@ -314,6 +316,27 @@ def _agent_ids(workspace: Path) -> tuple[int, int]:
     if uid == 0:
         uid, gid = int(os.environ.get("SUDO_UID") or 1000), int(os.environ.get("SUDO_GID") or 1000)
     return (uid, gid) if uid != 0 else (1000, 1000)
+
+
+def _git_identity() -> dict[str, str]:
+    """This machine's git identity for the agent's commits (RALEX_GIT_NAME / RALEX_GIT_EMAIL), each
+    value only if git has one and .env can hold it; otherwise the .env.example default stays."""
+    found: dict[str, str] = {}
+    for name, key in (("RALEX_GIT_NAME", "user.name"), ("RALEX_GIT_EMAIL", "user.email")):
+        try:
+            done = subprocess.run(["git", "config", "--get", key], capture_output=True, text=True, timeout=5,
+                                  check=False)
+        except (OSError, subprocess.SubprocessError):
+            return found
+        value = done.stdout.strip()
+        if done.returncode != 0 or not value:
+            continue
+        try:
+            env_value(name, value)
+        except BadEnvValue:
+            continue
+        found[name] = value
+    return found
 
 
 def _budget_amount(value: str) -> float:

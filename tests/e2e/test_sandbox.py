@@ -207,3 +207,20 @@ def test_the_agent_is_non_root_without_docker_socket_or_upstream_key(stack: Stac
     env, _, _ = stack.exec("opencode", "env")
     assert "OPENROUTER_API_KEY" not in env
     assert stack.master not in env
+
+
+def test_the_agent_commits_as_the_configured_identity_and_knows_its_box(stack: Stack):
+    """git commit works in the box (an identity is set: the host's, copied by init, else Ralex's);
+    the agent's instructions say it is offline, and webfetch is off rather than failing on every try."""
+    script = ("set -e; d=$(mktemp -d); cd \"$d\"; git init -q; echo x > a.txt; git add a.txt; "
+              "git commit -qm 'add a'; git log -1 --format='%an <%ae>|%cn <%ce>'")
+    out, err, code = stack.exec("opencode", "sh", "-c", script)
+    assert code == 0, err
+    identity = f"{stack.env['RALEX_GIT_NAME']} <{stack.env['RALEX_GIT_EMAIL']}>"  # as init wrote it
+    assert out.strip() == f"{identity}|{identity}"
+    standard, _, code = stack.exec("opencode", "cat", "/etc/ralex/agent-os/standards/sandbox.md")
+    assert code == 0
+    assert "no network" in standard
+    config = json.loads(stack.exec("opencode", "sh", "-c", "cat \"$OPENCODE_CONFIG\"")[0])
+    assert config["permission"]["webfetch"] == "deny"
+    assert any(glob.endswith("standards/*.md") for glob in config["instructions"])

@@ -93,6 +93,30 @@ def test_init_gives_the_agent_the_workspace_owner_and_never_root(project: Path, 
         assert (project / "new-ws").stat().st_uid == 1234
 
 
+@pytest.mark.parametrize(("name", "email", "expected"), [
+    ("Ada Lovelace", "ada@example.invalid", ("Ada Lovelace", "ada@example.invalid")),
+    ("Miles O'Brien", "miles@example.invalid", ("Ralex agent", "miles@example.invalid")),  # .env cannot hold it
+    (None, None, ("Ralex agent", "agent@ralex.invalid")),
+])
+def test_init_gives_the_agent_this_machines_git_identity(project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         name: str | None, email: str | None,
+                                                         expected: tuple[str, str]):
+    config = project / "gitconfig"
+    config.write_text("".join(f"{k} = {v}\n" for k, v in (("name", name), ("email", email)) if v)
+                      and "[user]\n" + "".join(f"\t{k} = {v}\n" for k, v in (("name", name), ("email", email)) if v))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    result = runner.invoke(app, ["init", "--openrouter-key", "sk-or-v1-abc", "-y"])
+    assert result.exit_code == 0, result.output
+    env = read_env(project / ".env")
+    assert (env["RALEX_GIT_NAME"], env["RALEX_GIT_EMAIL"]) == expected
+    composed = subprocess.run(["docker", "compose", "config", "--format", "json"], cwd=project, capture_output=True,
+                              text=True, check=False)
+    if composed.returncode == 0:  # Compose reads the same identity for the agent's commits
+        agent = json.loads(composed.stdout)["services"]["opencode"]["environment"]
+        assert (agent["GIT_AUTHOR_NAME"], agent["GIT_COMMITTER_EMAIL"]) == expected
+
+
 def test_init_never_overwrites_without_force(project: Path):
     (project / ".env").write_text("OPENROUTER_API_KEY=keep-me\n")
     result = runner.invoke(app, ["init", "--openrouter-key", "sk-or-v1-new", "-y"])
