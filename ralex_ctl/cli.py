@@ -901,6 +901,26 @@ def _openrouter_check(env: dict[str, str], ledger_total: float | None) -> Check:
     return Check("OpenRouter key", True, detail)
 
 
+def _workspace_check(root: Path, env: dict[str, str]) -> Check:
+    """The agent runs as RALEX_UID:RALEX_GID: the workspace should belong to that user, or files one
+    side creates are not writable by the other."""
+    value = env.get("RALEX_WORKSPACE") or "./workspace"
+    folder = Path(value) if Path(value).is_absolute() else root / value
+    try:
+        st = folder.stat()
+    except OSError:
+        return Check("workspace", False, f"{safe_line(value)} does not exist",
+                     f"create it (mkdir {safe_line(value)}) or correct RALEX_WORKSPACE in .env")
+    want = (env.get("RALEX_UID") or "1000", env.get("RALEX_GID") or "1000")
+    have = (str(st.st_uid), str(st.st_gid))
+    if have == want:
+        return Check("workspace", True, f"{safe_line(value)}, owned by the agent's user {have[0]}:{have[1]}")
+    return Check("workspace", False, f"{safe_line(value)} belongs to {have[0]}:{have[1]}, the agent runs as "
+                 f"{want[0]}:{want[1]} (RALEX_UID:RALEX_GID): files one side creates the other cannot edit",
+                 f"set RALEX_UID={have[0]} and RALEX_GID={have[1]} in .env and run `ralexctl up` (the agent's "
+                 f"image is rebuilt for that user), or `sudo chown -R {want[0]}:{want[1]} {safe_line(value)}`")
+
+
 def _alerts_check(project: Project) -> Check:
     from ralex_ctl import alerts
 
@@ -959,6 +979,7 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         checks[2] = board.memory(total, project.env())
         checks.append(Check(".env", not missing, "complete" if not missing else f"missing {', '.join(missing)}",
                             "run `ralexctl init` (or fill the values in .env)"))
+        checks.append(_workspace_check(project.root, project.env()))
         states: list[stack.ServiceState] = []
         try:
             compose = project.compose

@@ -599,3 +599,19 @@ def test_status_shows_one_line_of_key_spend_when_there_are_keys():
     assert summary_line({"keys": [{"name": "laptop", "spent_today": 0.5, "daily_budget": 2.0},
                                   {"name": "ci", "spent_today": 0.0, "daily_budget": None}]}
                         ) == "keys today: laptop $0.50/$2.00, ci $0.00"
+
+
+def test_doctor_says_when_the_workspace_is_not_the_agents_users(tmp_path: Path):
+    from ralex_ctl.cli import _workspace_check
+
+    (tmp_path / "ws").mkdir()
+    st = (tmp_path / "ws").stat()
+    mine = {"RALEX_WORKSPACE": "./ws", "RALEX_UID": str(st.st_uid), "RALEX_GID": str(st.st_gid)}
+    assert _workspace_check(tmp_path, mine).ok
+    other = _workspace_check(tmp_path, {**mine, "RALEX_UID": str(st.st_uid + 1)})
+    assert not other.ok
+    assert f"belongs to {st.st_uid}:{st.st_gid}" in other.detail
+    assert f"RALEX_UID={st.st_uid}" in other.fix
+    missing = _workspace_check(tmp_path, {**mine, "RALEX_WORKSPACE": "./nope"})
+    assert not missing.ok
+    assert "does not exist" in missing.detail
