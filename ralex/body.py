@@ -77,7 +77,8 @@ def read_body(raw: bytes, api: str, with_request: bool) -> Checked | str:
 
 class BodyReader:
     """Reads bodies for the gate: a small one at once, a large one in a worker process started on first
-    use (spawned: it imports this module, not LiteLLM; ~30 MB). If the worker dies (out of memory), the
+    use (spawned: it imports this module, not LiteLLM: 28 MiB, and 12 MiB for multiprocessing's resource
+    tracker). If the worker dies (out of memory), the
     body is read in a thread instead and the next large body gets a new worker."""
 
     def __init__(self, workers: int = 1) -> None:

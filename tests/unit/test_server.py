@@ -547,3 +547,15 @@ def test_the_gate_warms_those_routes_before_it_reports_startup():
     asyncio.run(Gate(app, Runtime())(  # type: ignore[arg-type]
         {"type": "lifespan"}, receive, send))
     assert sent == ["lifespan.startup.complete"]
+
+
+def test_the_body_worker_imports_neither_litellm_nor_the_launcher():
+    """A spawned worker imports the program's main module (the ``ralex-proxy`` script: ralex.proxy.start)
+    and ralex.body: neither may pull in LiteLLM, pydantic or the launcher (the worker stays ~30 MB)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ralex.proxy.start, ralex.body; "
+            "print(sorted(m for m in ('litellm', 'pydantic', 'ralex.proxy.launch', 'psycopg') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
