@@ -33,7 +33,7 @@ from bench.stack import (
     agent_body,
     elapsed_ms,
     environment,
-    start_fake,
+    start_backends,
     stop_process,
     summary,
     system_prompt,
@@ -41,7 +41,7 @@ from bench.stack import (
     write_results,
 )
 from bench.stack import tasks as task_pool
-from tests.integration.conftest import MASTER_KEY, start_postgres, start_proxy
+from tests.integration.conftest import MASTER_KEY, start_proxy
 
 PATHS = {"chat": "/v1/chat/completions", "messages": "/v1/messages", "responses": "/v1/responses"}
 
@@ -130,10 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with ExitStack() as stack:
             print("starting Postgres, the fake OpenRouter and two proxies ...", flush=True)
-            pg = start_postgres()
-            stack.callback(pg.container.stop)
-            fake_process, fake = start_fake(work / "fake.log")
-            stack.callback(stop_process, fake_process)
+            pg, fake = start_backends(stack, work)
             ralex = start_proxy(pg.new_database(), fake, work)
             stack.callback(ralex.stop)
             ralex.set_limit(1000.0)

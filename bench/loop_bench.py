@@ -73,9 +73,9 @@ import httpx
 
 from bench.overhead_bench import process_cpu_seconds
 from bench.parse_bench import build
-from bench.stack import environment, log_problems, percentile, start_fake, stop_process, table, write_results
+from bench.stack import environment, log_problems, percentile, start_backends, table, write_results
 from ralex.body import OFF_LOOP_BYTES
-from tests.integration.conftest import start_postgres, start_proxy
+from tests.integration.conftest import start_proxy
 
 MB = 1 << 20
 LIMIT = 32 << 20  # the gate's body limit (RALEX_MAX_BODY_BYTES): a larger body is answered 413 unread
@@ -256,10 +256,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     cases: list[dict[str, Any]] = []
     with ExitStack() as stack:
         print("starting Postgres, the fake OpenRouter and the proxy ...", flush=True)
-        pg = start_postgres()
-        stack.callback(pg.container.stop)
-        fake_process, fake = start_fake(work / "fake.log")
-        stack.callback(stop_process, fake_process)
+        pg, fake = start_backends(stack, work)
         proxy = start_proxy(pg.new_database(), fake, work, RALEX_DAILY_BUDGET=str(args.daily_limit),
                             RALEX_UPSTREAM_TIMEOUT="120")
         stack.callback(proxy.stop)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import httpx
 
-from tests.integration.conftest import Fake, free_port, wait_until
+from tests.integration.conftest import Fake, Pg, free_port, start_postgres, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -50,6 +51,15 @@ def start_fake(log_path: Path) -> tuple[subprocess.Popen[bytes], Fake]:
 
     wait_until(up, 30, interval=0.1, what="the fake OpenRouter to start")
     return process, Fake(f"http://127.0.0.1:{port}", state=None)  # type: ignore[arg-type]  # remote: no state
+
+
+def start_backends(stack: ExitStack, work: Path) -> tuple[Pg, Fake]:
+    """Postgres (testcontainers) and the fake OpenRouter in its own process, both stopped with ``stack``."""
+    pg = start_postgres()
+    stack.callback(pg.container.stop)
+    fake_process, fake = start_fake(work / "fake.log")
+    stack.callback(stop_process, fake_process)
+    return pg, fake
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
