@@ -74,10 +74,12 @@ def main() -> None:
             "RALEX_LITELLM_IMAGE": "ralex.invalid/litellm:test",
             "RALEX_EXPORTER_IMAGE": "ralex.invalid/budget-exporter:test",
             "RALEX_OPENCODE_IMAGE": "ralex.invalid/opencode:test",
+            "RALEX_EGRESS_IMAGE": "ralex.invalid/egress:test",
             "RALEX_CONFIG_FILE": "./tests/e2e/ralex.yaml"}.items()))
     results: dict[str, object] = {"services": SERVICES}
     try:
-        run(["docker", "compose", "build", "litellm", "budget-exporter", "opencode", "fake-openrouter"], root, env,
+        run(["docker", "compose", "build", "litellm", "budget-exporter", "egress", "opencode", "fake-openrouter"],
+            root, env,
             timeout=1800)
         run(["docker", "compose", "up", "-d", "--wait", *SERVICES], root, env)  # first start: volumes, migrations
         run(["docker", "compose", "down"], root, env)

@@ -79,7 +79,8 @@ def normalise_host(text: str) -> str:
     if not name:
         raise HostError("give a host name, e.g. pypi.org or .example.com (a domain and its subdomains)")
     if "://" in name or "/" in name or ":" in name or "@" in name:
-        raise HostError(f"{shown!r} is not a bare host name: give only the name, e.g. pypi.org (no scheme, port or path)")
+        raise HostError(f"{shown!r} is not a bare host name: give only the name, e.g. pypi.org "
+                        "(no scheme, port or path)")
     try:
         ipaddress.ip_address(name)
     except ValueError:
@@ -174,12 +175,6 @@ def _network(item: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
         return None
 
 
-def is_public(address: str) -> bool:
-    """Whether the proxy may connect to an address (not in any blocked network)."""
-    ip = ipaddress.ip_address(address)
-    return not any(ip in ipaddress.ip_network(net) for net in BLOCKED_NETS if ip.version == ipaddress.ip_network(net).version)
-
-
 # What the agent reads when the proxy refuses (the body of Squid's 403 for a plain-HTTP request; the
 # agent's standard quotes the same words for HTTPS, where clients show only "403 Forbidden").
 def refusal(verdict: str, host: str) -> str:
@@ -191,13 +186,15 @@ def refusal(verdict: str, host: str) -> str:
     if verdict == "denied":
         return f"403 Forbidden: {name} is on the sandbox's deny list; only the user can change that (ralexctl sandbox)."
     if verdict == "address":
-        return f"403 Forbidden: {name} is an address; the sandbox reaches hosts by name only (ralexctl sandbox allow NAME)."
+        return (f"403 Forbidden: {name} is an address; the sandbox reaches hosts by name only "
+                "(ralexctl sandbox allow NAME).")
     if verdict == "port":
         return "403 Forbidden: the sandbox reaches web ports only (80, and 443 for HTTPS)."
     if verdict == "blocked":
         return (f"403 Forbidden: {name} points at a private, loopback or link-local address (or this machine). "
                 "The sandbox never reaches those.")
-    return f"403 Forbidden: {name} is not on the sandbox's allow-list; ask the user to run: ralexctl sandbox allow {name}"
+    return (f"403 Forbidden: {name} is not on the sandbox's allow-list; "
+            f"ask the user to run: ralexctl sandbox allow {name}")
 
 
 # Squid's access log line (logformat ``ralex`` in the egress service): epoch, method, host, port,

@@ -27,7 +27,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import yaml
 
 from ralex_ctl.errors import RalexError
-from ralex_ctl.project import Project, env_value
+from ralex_ctl.project import Project
+from ralex_ctl.project import update_env as project_update_env
 
 KINDS: Final[dict[str, str]] = {
     "webhook": "RALEX_ALERT_WEBHOOK_URL",
@@ -224,20 +225,8 @@ def config_hash(text: str) -> float:
 
 
 def update_env(text: str, changes: Mapping[str, str]) -> str:
-    """.env text with ``changes`` applied: a variable's line is replaced in place (an empty value
-    clears it), one that is not there yet is added at the end under a comment."""
-    lines = text.splitlines()
-    seen = set()
-    for i, line in enumerate(lines):
-        match = re.match(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=", line)
-        if match and match.group(1) in changes:
-            name = match.group(1)
-            lines[i] = f"{name}={env_value(name, changes[name])}"
-            seen.add(name)
-    extra = [f"{name}={env_value(name, value)}" for name, value in changes.items() if name not in seen and value]
-    if extra:
-        lines += ["", "# Alert receivers (ralexctl alerts)", *extra]
-    return "\n".join(lines) + "\n"
+    """.env text with the receivers' ``changes`` applied (:func:`ralex_ctl.project.update_env`)."""
+    return project_update_env(text, changes, "# Alert receivers (ralexctl alerts)")
 
 
 # --- the running Alertmanager -------------------------------------------------------------------

@@ -43,8 +43,10 @@ from ralex_ctl.project import (
     normalize_project_name,
     read_env_text,
     render_env,
+    replace_file,
 )
 from ralex_ctl.proxy_api import ProxyClient
+from ralex_ctl.sandbox import TOOLCHAINS, detect_toolchain, sandbox_app, toolchain_env
 from ralex_ctl.textout import safe_line
 
 app = typer.Typer(
@@ -157,6 +159,8 @@ def init(
     profile: Annotated[str | None, typer.Option("--profile", help="Memory limits: small (a 2-3 GB board such as "
                                                 "a 2 GB Pi 4) or standard; default: chosen by this machine's RAM.")
                        ] = None,
+    agent: Annotated[str, typer.Option("--agent", help=f"The agent's toolchain: {', '.join(TOOLCHAINS)}, or auto "
+                                       "(from the workspace's files: pyproject.toml means python).")] = "auto",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing .env.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", "--non-interactive",
                                       help="Ask nothing; use options, environment and defaults.")] = False,
@@ -168,6 +172,8 @@ def init(
     project = find_project()
     if project.env_path.exists() and not force:
         raise RalexError(f"{project.env_path} already exists; keep it, or run `ralexctl init --force` to replace it")
+    if agent != "auto" and agent not in TOOLCHAINS:
+        raise RalexError(f"unknown toolchain {agent!r}; use --agent with one of {', '.join(TOOLCHAINS)} or auto")
     if profile is not None and profile not in board.PROFILES:
         raise RalexError(f"unknown profile {profile!r}; use --profile {' or --profile '.join(board.PROFILES)}")
     profile = profile or board.profile_for(board.mem_total(board.this_machine()[3]))
@@ -207,6 +213,8 @@ def init(
     folder = workspace if workspace.is_absolute() else project.root / workspace
     uid, gid = _agent_ids(folder)
     values.update({"RALEX_UID": str(uid), "RALEX_GID": str(gid), **_git_identity()})
+    toolchain = agent if agent != "auto" else detect_toolchain(folder)
+    values.update(toolchain_env(toolchain))
     taken = _own_project_name(project)
     if taken:
         values["COMPOSE_PROJECT_NAME"] = taken
@@ -217,7 +225,8 @@ def init(
         if os.getuid() == 0:
             os.chown(folder, uid, gid)
     console.print(f"[green]wrote[/green] {safe_line(project.env_path)} (budget {usd(amount)}/day, "
-                  f"{safe_line(timezone)}, workspace {safe_line(workspace_value)}, {profile} memory profile"
+                  f"{safe_line(timezone)}, workspace {safe_line(workspace_value)}, {profile} memory profile, "
+                  f"{toolchain} toolchain, agent offline"
                   + (f", Compose project {safe_line(taken)}" if taken else "")
                   + f"; {safe_line(checked)}); next: ralexctl up", highlight=False)
 
@@ -236,7 +245,7 @@ def _write_env_checked(project: Project, text: str) -> str:
     Compose rejects it, the previous .env (or none) is put back and the error names the variable."""
     written = read_env_text(text)
     previous = project.env_path.read_bytes() if project.env_path.exists() else None
-    _replace_file(project.env_path, text.encode())
+    replace_file(project.env_path, text.encode())
     try:
         problem = stack.compose_config_error(project)
     except (RalexError, OSError, subprocess.TimeoutExpired):
@@ -246,17 +255,8 @@ def _write_env_checked(project: Project, text: str) -> str:
     if previous is None:
         project.env_path.unlink()
     else:
-        _replace_file(project.env_path, previous)
+        replace_file(project.env_path, previous)
     raise RalexError(_compose_rejects(problem, written, project))
-
-
-def _replace_file(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.ralexctl-tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.chmod(temporary, 0o600)
-    os.replace(temporary, path)
 
 
 def _compose_rejects(problem: str, written: dict[str, str], project: Project) -> str:
@@ -725,6 +725,8 @@ app.command("connect")(connect_command)  # ralexctl connect claude-code|codex|ai
 
 # --- alerts -----------------------------------------------------------------------------------
 
+app.add_typer(sandbox_app, name="sandbox")  # ralexctl sandbox ...: ralex_ctl/sandbox.py
+
 alerts_app = typer.Typer(help="Where budget alerts are sent (Alertmanager): webhook, ntfy, Slack, Discord, email.",
                          invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(alerts_app, name="alerts")
@@ -753,7 +755,7 @@ def _apply_alerts(project: Project, changes: dict[str, str], done: str) -> None:
     manager = _alertmanager(project)
     manager.check(config)
     if text != current:
-        _replace_file(project.env_path, text.encode())
+        replace_file(project.env_path, text.encode())
     outcome = alerts.install(project, config, manager)
     console.print(f"[green]{safe_line(done)}[/green]; {safe_line(outcome)}", highlight=False)
 

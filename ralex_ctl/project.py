@@ -206,6 +206,33 @@ def compose_path(name: str, path: str) -> str:
     return f"./{path}"
 
 
+def update_env(text: str, changes: Mapping[str, str], heading: str) -> str:
+    """.env text with ``changes`` applied: a variable's line is replaced in place (an empty value
+    clears it), one that is not there yet is added at the end under ``heading`` (a comment)."""
+    lines = text.splitlines()
+    seen = set()
+    for i, line in enumerate(lines):
+        match = re.match(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=", line)
+        if match and match.group(1) in changes:
+            name = match.group(1)
+            lines[i] = f"{name}={env_value(name, changes[name])}"
+            seen.add(name)
+    extra = [f"{name}={env_value(name, value)}" for name, value in changes.items() if name not in seen and value]
+    if extra:
+        lines += ["", heading, *extra]
+    return "\n".join(lines) + "\n"
+
+
+def replace_file(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write a file atomically (a reader sees the old or the new content, never a part)."""
+    temporary = path.with_name(f".{path.name}.ralexctl-tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.chmod(temporary, mode)
+    os.replace(temporary, path)
+
+
 def render_env(template: str, values: dict[str, str]) -> str:
     """The .env.example text with ``values`` filled in; comments and order are kept."""
     seen: set[str] = set()

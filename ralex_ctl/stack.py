@@ -18,7 +18,7 @@ from docker.models.containers import Container
 from ralex_ctl.errors import RalexError
 from ralex_ctl.project import Project, normalize_project_name
 
-SERVICES: Final = ("postgres", "litellm", "budget-exporter", "prometheus", "grafana", "opencode")
+SERVICES: Final = ("postgres", "litellm", "budget-exporter", "prometheus", "grafana", "egress", "opencode")
 
 
 class DockerUnavailable(RalexError):
@@ -133,8 +133,13 @@ def compose_command(project: Project, *args: str) -> list[str]:
 
 
 def compose_env() -> dict[str, str]:
-    """The environment for a Compose run whose output ralexctl reads: plain progress lines, no colours."""
-    return {**os.environ, "COMPOSE_PROGRESS": "plain", "BUILDKIT_PROGRESS": "plain", "COMPOSE_ANSI": "never"}
+    """The environment for a Compose run whose output ralexctl reads: plain progress lines, no colours;
+    and this machine's own public addresses, which the agent's egress proxy refuses (RALEX_HOST_ADDRESSES)."""
+    from ralex_ctl.sandbox import host_addresses
+
+    env = {**os.environ, "COMPOSE_PROGRESS": "plain", "BUILDKIT_PROGRESS": "plain", "COMPOSE_ANSI": "never"}
+    env.setdefault("RALEX_HOST_ADDRESSES", " ".join(host_addresses()))
+    return env
 
 
 def compose_services(project: Project) -> list[str]:

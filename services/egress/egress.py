@@ -14,6 +14,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
 from collections import Counter
@@ -21,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ralex import egress  # noqa: E402
-from ralex.sinks import log_line  # noqa: E402
+from ralex import egress
+from ralex.sinks import log_line
 
 USER_LISTS = Path(os.environ.get("RALEX_SANDBOX_DIR", "/etc/ralex/sandbox"))
 SOCKET = Path(os.environ.get("RALEX_EGRESS_SOCKET", "/run/ralex/egress/proxy.sock"))
@@ -31,7 +32,7 @@ METRICS_PORT = int(os.environ.get("RALEX_EGRESS_METRICS_PORT", "9402"))
 SQUID_PORT = 3128
 TEMPLATES = Path("/usr/share/squid/errors/templates")
 
-SQUID_CONF = """\
+SQUID_CONF = r"""\
 http_port 127.0.0.1:{squid_port}
 pid_filename none
 cache_log stdio:/dev/stderr
@@ -51,7 +52,7 @@ forwarded_for delete
 via off
 shutdown_lifetime 1 seconds
 error_directory {run}/errors
-acl denied_hosts dstdomain -n "{run}/deny.txt"
+{dns}acl denied_hosts dstdomain -n "{run}/deny.txt"
 acl listed dstdomain -n "{run}/allow.txt"
 acl by_address dstdom_regex -n ^[0-9.]+$ ^\[?[0-9a-f:]+\]?$
 acl web_ports port 80 443
@@ -122,7 +123,8 @@ class State:
 
     def metrics(self) -> str:
         out = [
-            "# HELP ralex_egress_requests_total Requests from the agent's sandbox, by host (the list entry that names it, else other) and verdict.",
+            "# HELP ralex_egress_requests_total Requests from the agent's sandbox, by host (the list entry "
+            "that names it, else other) and verdict.",
             "# TYPE ralex_egress_requests_total counter",
         ]
         for (host, verdict), n in sorted(self.counts.items()):
@@ -180,7 +182,7 @@ async def serve_metrics(state: State) -> None:
             writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain; version=0.0.4\r\n"
                          b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
             await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             pass
         finally:
             writer.close()
@@ -204,7 +206,7 @@ async def serve_offline(state: State) -> None:
             await writer.drain()
             state.counts[("other", "offline")] += 1
             print(log_line(f"{time.strftime('%H:%M:%S')} offline    {parts[0][:16]} {host}"), flush=True)
-        except (asyncio.TimeoutError, ConnectionError, UnicodeError):
+        except (TimeoutError, ConnectionError, UnicodeError):
             pass
         finally:
             writer.close()
@@ -217,6 +219,19 @@ async def serve_offline(state: State) -> None:
         await server.serve_forever()
 
 
+def resolvers(setting: str) -> list[str]:
+    """RALEX_EGRESS_DNS: the resolvers Squid asks instead of the container's (names or addresses,
+    e.g. a filtering DNS on your network); a name is resolved once, here, at start."""
+    found = []
+    for item in setting.replace(",", " ").split():
+        try:
+            found.append(socket.gethostbyname(item))
+        except OSError:
+            raise SystemExit(f"ralex-egress: RALEX_EGRESS_DNS names {log_line(item, 60)!r}, "
+                             "which does not resolve") from None
+    return found
+
+
 def write_squid_files(blocked: list[str]) -> Path:
     errors = RUN / "errors"
     errors.mkdir(parents=True, exist_ok=True)
@@ -226,8 +241,9 @@ def write_squid_files(blocked: list[str]) -> Path:
         text = egress.refusal(verdict, "%H")
         (errors / name).write_text(f"<html><body><pre>{text}</pre></body></html>\n", encoding="ascii")
     conf = RUN / "squid.conf"
-    conf.write_text(SQUID_CONF.format(squid_port=SQUID_PORT, run=RUN, blocked=" ".join(blocked)),
-                    encoding="ascii")
+    dns = resolvers(os.environ.get("RALEX_EGRESS_DNS", ""))
+    conf.write_text(SQUID_CONF.format(squid_port=SQUID_PORT, run=RUN, blocked=" ".join(blocked),
+                                      dns=f"dns_nameservers {' '.join(dns)}\n" if dns else ""), encoding="ascii")
     return conf
 
 
@@ -253,7 +269,7 @@ async def run_proxy(state: State) -> None:
             break
         except OSError:
             if squid.returncode is not None:
-                raise SystemExit(f"ralex-egress: squid exited with {squid.returncode} (its log is above)")
+                raise SystemExit(f"ralex-egress: squid exited with {squid.returncode} (its log is above)") from None
             await asyncio.sleep(0.1)
     SOCKET.unlink(missing_ok=True)
     relay = await asyncio.create_subprocess_exec(
@@ -267,7 +283,8 @@ async def run_proxy(state: State) -> None:
             if state.read_lists():
                 squid.send_signal(signal.SIGHUP)
                 state.reloads += 1
-                say(f"lists changed: {len(state.lists.allowed)} hosts allowed, {len(state.lists.denied)} denied (reloaded)")
+                say(f"lists changed: {len(state.lists.allowed)} hosts allowed, "
+                    f"{len(state.lists.denied)} denied (reloaded)")
 
     watcher = asyncio.create_task(watch())
     done = await asyncio.wait([asyncio.create_task(squid.wait()), asyncio.create_task(relay.wait())],

@@ -31,14 +31,24 @@ if [ "$1" = opencode ] && { [ "${2:-}" = serve ] || [ "${2:-}" = run ]; }; then
         echo "ralex-opencode: warning: /workspace is not writable by $(id -un) (uid $(id -u)); mount a folder owned by that uid" >&2
     fi
 fi
-# npm's cache (a workspace's .opencode installs from it): writable index, seeded read-only content.
+# npm's cache (a workspace's .opencode installs from it) lives on the cache volume: the first start
+# copies the image's seeded entries into it (npm writes to its cache, and the root is read-only).
 seed="$HOME/.npm/_cacache" cache="${NPM_CONFIG_CACHE:-}/_cacache"
-if [ -n "${NPM_CONFIG_CACHE:-}" ] && [ -d "$seed" ] && [ ! -e "$cache" ]; then
-    { mkdir -p "$cache/tmp" && cp -R "$seed/index-v5" "$cache/" && ln -s "$seed/content-v2" "$cache/content-v2"; } \
+if [ -n "${NPM_CONFIG_CACHE:-}" ] && [ -d "$seed" ] && [ ! -f "$cache/.ralex-seeded" ]; then
+    { mkdir -p "$cache" && cp -R "$seed/." "$cache/" && touch "$cache/.ralex-seeded"; } \
         || echo "ralex-opencode: warning: cannot prepare the npm cache in $NPM_CONFIG_CACHE" >&2
 fi
-# The container has no network: 127.0.0.1:4000 (RALEX_PROXY_URL) is relayed to the proxy's socket.
+# The container has no network: 127.0.0.1:4000 (RALEX_PROXY_URL) is relayed to the proxy's socket,
+# 127.0.0.1:3128 (HTTP(S)_PROXY) to the egress proxy's. A relay logs one line per failed connection
+# and keeps listening.
+relay() {
+    socat -d -ls "TCP-LISTEN:$1,bind=127.0.0.1,reuseaddr,fork,nodelay" "UNIX-CONNECT:$2" 2>&1 \
+        | sed -u "s|^.* E connect(.*): \(.*\)$|ralex-relay: $3 socket $2: \1|" >&2 &
+}
 if [ -n "${RALEX_AGENT_SOCKET:-}" ]; then
-    node --no-warnings /usr/local/lib/ralex/relay.js &
+    relay "${RALEX_RELAY_PORT:-4000}" "$RALEX_AGENT_SOCKET" proxy
+fi
+if [ -n "${RALEX_EGRESS_SOCKET:-}" ]; then
+    relay "${RALEX_EGRESS_RELAY_PORT:-3128}" "$RALEX_EGRESS_SOCKET" egress
 fi
 exec "$@"

@@ -31,12 +31,13 @@ from tests.zones import far_from_midnight
 # The newest opencode-linux-arm64 this machine's npm registry serves; users' builds use the version
 # pinned in the Dockerfile (RALEX_OPENCODE_VERSION unset).
 OPENCODE_ARM64_VERSION = os.environ.get("RALEX_ARM64_OPENCODE_VERSION", "1.18.18")
-# RALEX_ARM64_SCOPE=smoke (what .ci/run runs): the three images built, the money path on the Pi 4's
+# RALEX_ARM64_SCOPE=smoke (what .ci/run runs): the four images built, the money path on the Pi 4's
 # CPU. full (the default): both CPUs, every service, a real OpenCode turn and memory per service.
 SMOKE = os.environ.get("RALEX_ARM64_SCOPE", "full") == "smoke"
-BUILT = ["litellm", "budget-exporter", "opencode", "fake-openrouter"]
+BUILT = ["litellm", "budget-exporter", "egress", "opencode", "fake-openrouter"]
 SERVICES = (["postgres", "litellm", "budget-exporter", "prometheus", "fake-openrouter"] if SMOKE else
-            ["postgres", "litellm", "budget-exporter", "prometheus", "alertmanager", "opencode", "fake-openrouter"])
+            ["postgres", "litellm", "budget-exporter", "prometheus", "alertmanager", "egress", "opencode",
+             "fake-openrouter"])
 PI = {"cortex-a72": "Raspberry Pi 4", "cortex-a76": "Raspberry Pi 5"}
 CPUS = ["cortex-a72"] if SMOKE else list(PI)
 # AT_HWCAP that qemu 7.2 reports for each model (sandbox README): proof the container runs that CPU
@@ -106,6 +107,7 @@ def arm_stack(tmp_path_factory: pytest.TempPathFactory, results: Results) -> Ite
         "RALEX_LITELLM_IMAGE": "ralex.invalid/litellm:arm64-test",
         "RALEX_EXPORTER_IMAGE": "ralex.invalid/budget-exporter:arm64-test",
         "RALEX_OPENCODE_IMAGE": "ralex.invalid/opencode:arm64-test", "RALEX_OPENCODE_VERSION": OPENCODE_ARM64_VERSION,
+        "RALEX_EGRESS_IMAGE": "ralex.invalid/egress:arm64-test",
     }
     process_env = {k: v for k, v in os.environ.items()
                    if not k.startswith(("OPENROUTER_", "LITELLM_", "QEMU_")) and not k.endswith("_IMAGE")}
@@ -130,7 +132,7 @@ def arm_stack(tmp_path_factory: pytest.TempPathFactory, results: Results) -> Ite
     results.put("build_seconds", value=round(time.monotonic() - started))
     for service, image in (("litellm", machine["RALEX_LITELLM_IMAGE"]),
                            ("budget-exporter", machine["RALEX_EXPORTER_IMAGE"]),
-                           ("opencode", machine["RALEX_OPENCODE_IMAGE"])):
+                           ("egress", machine["RALEX_EGRESS_IMAGE"]), ("opencode", machine["RALEX_OPENCODE_IMAGE"])):
         arch = stack.docker("image", "inspect", "-f", "{{.Os}}/{{.Architecture}}", image).strip()
         assert arch == "linux/arm64", f"{image} is {arch}"
         results.put("image_bytes", service, value=image_size(stack, image))

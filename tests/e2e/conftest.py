@@ -21,15 +21,16 @@ import httpx
 import pytest
 
 from ralex_ctl.project import read_env
+from ralex_ctl.sandbox import host_addresses
 from tests.integration.conftest import ROOT, free_port
 from tests.zones import far_from_midnight
 
-SERVICES = ["postgres", "litellm", "budget-exporter", "prometheus", "opencode", "fake-openrouter"]
+SERVICES = ["postgres", "litellm", "budget-exporter", "prometheus", "egress", "opencode", "fake-openrouter"]
 AGENT_UID = 1000
 TYPO = 'print("hello wrold")\n'
 COPY = ["compose.yaml", ".env.example", "pyproject.toml", "README.md", "uv.lock", "ralex", "ralex_ctl", "services",
-        "config", "prometheus", "grafana", "agent-os", "tests/__init__.py", "tests/fake_openrouter",
-        "tests/compose.fake.yaml"]
+        "config", "prometheus", "grafana", "agent-os", "sandbox", "tests/__init__.py", "tests/fake_openrouter",
+        "tests/compose.fake.yaml", "tests/dns_canary.py"]
 
 
 def ralexctl_path() -> str:
@@ -149,8 +150,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "RALEX_LITELLM_IMAGE": "ralex.invalid/litellm:test",
         "RALEX_EXPORTER_IMAGE": "ralex.invalid/budget-exporter:test",
         "RALEX_OPENCODE_IMAGE": "ralex.invalid/opencode:test",
+        "RALEX_EGRESS_IMAGE": "ralex.invalid/egress:test",
+        "RALEX_TEST_HOST_ADDRESS": (host_addresses() or ["172.17.0.1"])[0],  # tests/compose.fake.yaml's hostaddr.test
         **{k: v for k, v in os.environ.items() if k.startswith("RALEX_") and k.endswith("_IMAGE")
-           and k not in ("RALEX_LITELLM_IMAGE", "RALEX_EXPORTER_IMAGE", "RALEX_OPENCODE_IMAGE")},
+           and k not in ("RALEX_LITELLM_IMAGE", "RALEX_EXPORTER_IMAGE", "RALEX_OPENCODE_IMAGE", "RALEX_EGRESS_IMAGE",
+                         "RALEX_AGENT_BASE_IMAGE")},
     }
     process_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENROUTER_", "LITELLM_"))}
     process_env.update({"RALEX_HOME": str(root), "COMPOSE_FILE": "compose.yaml:tests/compose.fake.yaml",

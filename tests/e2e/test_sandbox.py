@@ -1,5 +1,6 @@
-"""The agent container is a sandbox: no network interface but loopback, a read-only root, and one
-way out, the relay on 127.0.0.1:4000 to the proxy's agent socket (model routes only).
+"""The agent container is a sandbox: no network interface but loopback, a read-only root, and two
+ways out: the relay on 127.0.0.1:4000 to the proxy's agent socket (model routes only), and the one on
+127.0.0.1:3128 to the egress proxy (tests/e2e/test_egress.py).
 
 Isolation is proven without sending a packet off this machine: canary listeners on the host (on
 0.0.0.0 and on each bridge gateway of the project's networks) must record no connection from the
@@ -174,17 +175,21 @@ def test_the_proxy_answers_the_agent_through_the_relay_on_the_model_routes_only(
 
 
 def test_the_relay_survives_a_missing_proxy_and_logs_one_line_per_failure(stack: Stack):
-    """A second relay in the agent container, pointed at a socket that does not exist."""
-    script = ("RALEX_AGENT_SOCKET=/tmp/no-proxy.sock RALEX_RELAY_PORT=4001 "
-              "node /usr/local/lib/ralex/relay.js 2>/tmp/relay.err & pid=$!; sleep 1; "
+    """The image's entrypoint, run a second time in the agent container with its relay pointed at a
+    socket that does not exist: each connection is closed at once, one line is logged per failure, and
+    the relay keeps listening."""
+    script = ("RALEX_AGENT_SOCKET=/tmp/no-proxy.sock RALEX_RELAY_PORT=4001 RALEX_EGRESS_SOCKET= "
+              "ralex-opencode-entrypoint sleep 4 2>/tmp/relay.err & sleep 1; "
               "for i in 1 2; do node -e \"$RAW\" 4001; done; "
-              "kill -0 $pid && echo alive; kill $pid; cat /tmp/relay.err; rm -f /tmp/relay.err")
+              "grep -qs TCP-LISTEN:4001 /proc/[0-9]*/cmdline && echo alive; sleep 0.5; "
+              "grep ralex-relay /tmp/relay.err; "
+              "rm -f /tmp/relay.err")
     out, err, code = stack.exec("opencode", "env", f"RAW={RAW}", "sh", "-c", script)
     assert code == 0, err
     lines = out.strip().splitlines()
     assert [json.loads(line) for line in lines[:2]] == [{"closed": True, "bytes": 0}] * 2, out  # no hang
     assert lines[2] == "alive", out
-    assert lines[3:] == ["ralex-relay: proxy socket /tmp/no-proxy.sock: ENOENT"] * 2, out
+    assert lines[3:] == ["ralex-relay: proxy socket /tmp/no-proxy.sock: No such file or directory"] * 2, out
 
 
 def test_the_root_filesystem_is_read_only_outside_the_writable_mounts(stack: Stack):
@@ -211,7 +216,8 @@ def test_the_agent_is_non_root_without_docker_socket_or_upstream_key(stack: Stac
 
 def test_the_agent_commits_as_the_configured_identity_and_knows_its_box(stack: Stack):
     """git commit works in the box (an identity is set: the host's, copied by init, else Ralex's);
-    the agent's instructions say it is offline, and webfetch is off rather than failing on every try."""
+    the agent's instructions say what its network is and how to ask for a host; webfetch goes through
+    the same egress proxy as everything else (tests/e2e/test_egress.py)."""
     script = ("set -e; d=$(mktemp -d); cd \"$d\"; git init -q; echo x > a.txt; git add a.txt; "
               "git commit -qm 'add a'; git log -1 --format='%an <%ae>|%cn <%ce>'")
     out, err, code = stack.exec("opencode", "sh", "-c", script)
@@ -220,7 +226,11 @@ def test_the_agent_commits_as_the_configured_identity_and_knows_its_box(stack: S
     assert out.strip() == f"{identity}|{identity}"
     standard, _, code = stack.exec("opencode", "cat", "/etc/ralex/agent-os/standards/sandbox.md")
     assert code == 0
-    assert "no network" in standard
+    words = " ".join(standard.split())
+    assert "By default the box is offline" in words
+    assert "ralexctl sandbox allow HOST" in words
     config = json.loads(stack.exec("opencode", "sh", "-c", "cat \"$OPENCODE_CONFIG\"")[0])
-    assert config["permission"]["webfetch"] == "deny"
+    assert config["permission"]["webfetch"] == "allow"
+    proxy, _, _ = stack.exec("opencode", "printenv", "HTTPS_PROXY")
+    assert proxy.strip() == "http://127.0.0.1:3128"
     assert any(glob.endswith("standards/*.md") for glob in config["instructions"])
