@@ -49,7 +49,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_every_command_has_help_with_an_example():
     for command in ("init", "up", "down", "status", "attach", "logs", "dashboard", "spend", "route", "doctor",
                     "budget set", "budget tier", "budget cap", "keys", "keys add", "keys list", "keys revoke",
-                    "keys budget"):
+                    "keys budget", "sandbox", "sandbox network", "sandbox allow", "sandbox deny", "sandbox reset",
+                    "sandbox log", "sandbox toolchain"):
         result = runner.invoke(app, [*command.split(), "--help"])
         assert result.exit_code == 0, command
         assert "Example: ralexctl" in result.output, command

@@ -34,7 +34,7 @@ PYTHON_DOCKERFILES = {
                                             "services/build-requirements.txt"],
     "tests/fake_openrouter/Dockerfile": ["tests/fake_openrouter/requirements.txt"],
 }
-BUILT = {"litellm": "LITELLM", "budget-exporter": "EXPORTER", "opencode": "OPENCODE"}
+BUILT = {"litellm": "LITELLM", "budget-exporter": "EXPORTER", "egress": "EGRESS", "opencode": "OPENCODE"}
 
 
 def body(text: str) -> str:
