@@ -46,7 +46,7 @@ from ralex_ctl.project import (
     replace_file,
 )
 from ralex_ctl.proxy_api import ProxyClient
-from ralex_ctl.sandbox import TOOLCHAINS, detect_toolchain, sandbox_app, toolchain_env
+from ralex_ctl.sandbox import TOOLCHAINS, detect_toolchain, network_check, sandbox_app, toolchain_env
 from ralex_ctl.textout import safe_line
 
 app = typer.Typer(
@@ -982,6 +982,7 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         checks.append(Check(".env", not missing, "complete" if not missing else f"missing {', '.join(missing)}",
                             "run `ralexctl init` (or fill the values in .env)"))
         checks.append(_workspace_check(project.root, project.env()))
+        checks.append(network_check(project.root, project.env()))
         states: list[stack.ServiceState] = []
         try:
             compose = project.compose

@@ -22,6 +22,7 @@ from rich.console import Console
 
 from ralex import egress
 from ralex_ctl import stack
+from ralex_ctl.board import Verdict
 from ralex_ctl.errors import RalexError
 from ralex_ctl.project import Project, find_project, read_env, replace_file, update_env
 from ralex_ctl.textout import safe_line
@@ -141,6 +142,35 @@ def _apply_note(project: Project) -> str:
     return "; the egress proxy reloads it within a second"
 
 
+def network_check(root: Path, env: dict[str, str]) -> Verdict:
+    """doctor's line: the mode is one the proxy knows, and every line of the user's lists is a host."""
+    mode = os.environ.get("RALEX_AGENT_NETWORK") or env.get("RALEX_AGENT_NETWORK") or egress.DEFAULT_MODE
+    if mode not in egress.NETWORK_MODES:
+        return Verdict("agent network", False, f"RALEX_AGENT_NETWORK={safe_line(mode, 40)} is not a mode "
+                       "(the egress proxy will not start)",
+                       f"ralexctl sandbox network {' or '.join(egress.NETWORK_MODES)}")
+    problems: list[str] = []
+    hosts: dict[str, list[str]] = {}
+    for name in (egress.ALLOW_FILE, egress.DENY_FILE):
+        try:
+            text = (root / SANDBOX_DIR / name).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            text = ""
+        except OSError as exc:
+            problems.append(f"{SANDBOX_DIR}/{name}: {exc.strerror}")
+            continue
+        hosts[name], bad = egress.parse_list(text)
+        problems += [f"{SANDBOX_DIR}/{name} {p}" for p in bad]
+    if problems:
+        return Verdict("agent network", False, safe_line("; ".join(problems)),
+                       "correct or delete those lines (the proxy skips them); ralexctl sandbox allow/deny/reset HOST")
+    lists = egress.effective(mode, hosts.get(egress.ALLOW_FILE, []), hosts.get(egress.DENY_FILE, []))
+    if mode == "none":
+        return Verdict("agent network", True, "none: nothing leaves the box (ralexctl sandbox network packages)")
+    return Verdict("agent network", True, f"{mode}: {len(lists.allowed)} hosts allowed, {len(lists.denied)} denied "
+                   "(ralexctl sandbox)")
+
+
 # --- commands -------------------------------------------------------------------------------------
 
 @sandbox_app.callback()
@@ -210,7 +240,10 @@ def _restart_egress(project: Project) -> str:
 @sandbox_app.command("allow")
 def sandbox_allow(hosts: Annotated[list[str], typer.Argument(help="Host names; .example.com means the domain "
                                                                   "and its subdomains.")]) -> None:
-    """Let the agent reach more hosts (live). Example: ralexctl sandbox allow api.example.com"""
+    """Let the agent reach more hosts (live).
+
+    Example: ralexctl sandbox allow api.example.com
+    """
     project = find_project()
     names = _hosts(hosts)
     allowed = read_list(project, egress.ALLOW_FILE)
@@ -227,7 +260,10 @@ def sandbox_allow(hosts: Annotated[list[str], typer.Argument(help="Host names; .
 @sandbox_app.command("deny")
 def sandbox_deny(hosts: Annotated[list[str], typer.Argument(help="Host names to refuse whatever else allows "
                                                                  "them.")]) -> None:
-    """Refuse hosts, even ones a preset allows (live). Example: ralexctl sandbox deny github.com"""
+    """Refuse hosts, even ones a preset allows (live).
+
+    Example: ralexctl sandbox deny github.com
+    """
     project = find_project()
     names = _hosts(hosts)
     allowed = read_list(project, egress.ALLOW_FILE)
@@ -260,7 +296,10 @@ def sandbox_log(
     follow: Annotated[bool, typer.Option("--follow/--no-follow", "-f", help="Keep printing new requests.")] = True,
     lines: Annotated[int, typer.Option("--lines", "-n", help="How many past lines to show.")] = 50,
 ) -> None:
-    """What the agent asked the network for, allowed and refused (live). Example: ralexctl sandbox log"""
+    """What the agent asked the network for, allowed and refused (live).
+
+    Example: ralexctl sandbox log
+    """
     project = find_project()
     command = stack.compose_command(project, "logs", "--no-log-prefix", "--tail", str(max(lines, 0)),
                                     *(["--follow"] if follow else []), "egress")
@@ -273,7 +312,10 @@ def sandbox_log(
 @sandbox_app.command("toolchain")
 def sandbox_toolchain(preset: Annotated[str, typer.Argument(help=f"{', '.join(TOOLCHAINS)}, or auto (from the "
                                                                  "workspace's files).")]) -> None:
-    """Choose the agent's toolchain; `ralexctl up` rebuilds its image. Example: ralexctl sandbox toolchain python"""
+    """Choose the agent's toolchain; `ralexctl up` rebuilds its image.
+
+    Example: ralexctl sandbox toolchain python
+    """
     project = find_project()
     if not project.env_path.exists():
         raise RalexError(f"{project.env_path} does not exist: run `ralexctl init` first")

@@ -61,6 +61,8 @@ def test_every_dashboard_panel_query_returns_data(stack: Stack):
     # the alert panel has data once an alert fires: spend 60 % of the limit
     spent = stack.spent_today()
     stack.sql(f"UPDATE budget_settings SET daily_limit_usd = {spent / 0.6:.8f}")
+    # the agent network's panel has data once the agent asked for something (offline: refused, counted)
+    stack.exec("opencode", "curl", "-s", "-m", "10", "http://pypi.org/simple/")
     exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
     empty = []
     for expr in exprs:

@@ -250,3 +250,22 @@ def test_network_and_toolchain_are_written_to_env(project: Path):
     assert shown.exit_code == 0, shown.output
     assert "toolchain  go: Go 1.23" in shown.output
     assert "network    packages: " in shown.output
+
+
+def test_doctor_names_a_bad_mode_and_each_bad_list_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("RALEX_AGENT_NETWORK", raising=False)
+    assert sandbox.network_check(tmp_path, {}).ok
+    assert "nothing leaves the box" in sandbox.network_check(tmp_path, {}).detail
+    bad = sandbox.network_check(tmp_path, {"RALEX_AGENT_NETWORK": "all"})
+    assert not bad.ok
+    assert bad.fix == "ralexctl sandbox network none or packages"
+    (tmp_path / "sandbox").mkdir()
+    (tmp_path / "sandbox" / "allow.txt").write_text("example.com\nhttp://x.org/\x1b[31m\n")
+    lines = sandbox.network_check(tmp_path, {"RALEX_AGENT_NETWORK": "packages"})
+    assert not lines.ok
+    assert lines.detail.startswith("sandbox/allow.txt line 2: ")
+    assert "\x1b" not in lines.detail
+    (tmp_path / "sandbox" / "allow.txt").write_text("example.com\n")
+    good = sandbox.network_check(tmp_path, {"RALEX_AGENT_NETWORK": "packages"})
+    assert good.ok
+    assert good.detail == f"packages: {len(egress.PACKAGES) + 1} hosts allowed, 0 denied (ralexctl sandbox)"
