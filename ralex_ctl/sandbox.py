@@ -46,7 +46,7 @@ MARKERS: Final[dict[str, tuple[str, ...]]] = {
 }
 SANDBOX_DIR: Final = "sandbox"
 
-sandbox_app = typer.Typer(help="The agent's box: its toolchain and the hosts it may reach (live). "
+sandbox_app = typer.Typer(help="The agent's box: its toolchain and the hosts it may reach (live).\n\n"
                                "Example: ralexctl sandbox network packages",
                           invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160, emoji=False)
