@@ -1,12 +1,14 @@
 """The arm64 stack on an emulated Raspberry Pi 4 (Cortex-A72, ARMv8.0: no LSE atomics) and Pi 5
 (Cortex-A76), as `ralexctl init` sets it up: the money path (a routed request, a 402 with the
 reset time and the fix, the ledger row, the exporter's metric in Prometheus) and one real OpenCode
-turn that edits a file. Timings here are emulation on x86, not a Pi: they are recorded, never asserted.
+turn that edits a file; an npm project installed through the egress proxy and tested in the agent's box.
+Timings here are emulation on x86, not a Pi: they are recorded, never asserted.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -17,7 +19,8 @@ import httpx
 import pytest
 
 from tests.arm64.conftest import CPUS, HWCAP, OPENCODE_ARM64_VERSION, SERVICES, SMOKE, Results
-from tests.e2e.conftest import TYPO, Stack
+from tests.e2e.conftest import AGENT_UID, TYPO, Stack
+from tests.e2e.test_egress import PACKAGE_JSON, PACKAGE_LOCK, TEST_JS
 from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.arm64
@@ -158,3 +161,35 @@ def test_the_agent_image_runs_under_plain_docker_run_on_a_pi4_cpu(arm_stack: Sta
                            "ps -o pid=,comm= -p 1 2>/dev/null || cat /proc/1/comm; opencode --version")
     assert "tini" in out, out
     assert out.strip().endswith(OPENCODE_ARM64_VERSION), out
+
+
+def test_an_npm_project_installs_through_the_allow_list_and_passes_in_the_arm64_agent(arm_stack: Stack,
+                                                                                      results: Results):
+    """The node toolchain on arm64, as a user opens the box: `ralexctl sandbox network packages`, then
+    `npm ci && npm test` in the agent's own sandbox (Compose's settings: no network, read-only root),
+    the dependency fetched from npm through the arm64 egress proxy's allow-list."""
+    stack = arm_stack
+    opened = stack.ralexctl("sandbox", "network", "packages")
+    assert opened.returncode == 0, opened.stdout + opened.stderr
+    project = stack.workspace / "node-demo"
+    project.mkdir(exist_ok=True)
+    (project / "package.json").write_text(json.dumps(PACKAGE_JSON, indent=2) + "\n")
+    (project / "package-lock.json").write_text(json.dumps(PACKAGE_LOCK, indent=2) + "\n")
+    (project / "test.js").write_text(TEST_JS)
+    for path in (project, *project.iterdir()):
+        os.chown(path, AGENT_UID, AGENT_UID)
+    started = time.monotonic()
+    try:
+        run = subprocess.run(["docker", "compose", "run", "--rm", "-T", "-e", "QEMU_CPU=cortex-a72", "opencode", "sh",
+                              "-c", "uname -m && cd /workspace/node-demo && npm ci --no-audit --no-fund && npm test"],
+                             cwd=stack.root, env=stack.process_env, capture_output=True, text=True, timeout=1500,
+                             check=False)
+    finally:
+        closed = stack.ralexctl("sandbox", "network", "none")
+        assert closed.returncode == 0, closed.stdout + closed.stderr
+    results.put("npm_ci_and_test_seconds", value=round(time.monotonic() - started))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.stdout.split()[0] == "aarch64"
+    assert "ok 1 - left-pad pads" in run.stdout
+    arch = stack.docker("image", "inspect", "-f", "{{.Architecture}}", stack.env["RALEX_EGRESS_IMAGE"]).strip()
+    assert arch == "arm64"
