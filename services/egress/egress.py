@@ -273,7 +273,8 @@ async def run_proxy(state: State) -> None:
             await asyncio.sleep(0.1)
     SOCKET.unlink(missing_ok=True)
     relay = await asyncio.create_subprocess_exec(
-        "socat", f"UNIX-LISTEN:{SOCKET},fork,mode=0666,unlink-early", f"TCP:127.0.0.1:{SQUID_PORT},nodelay")
+        "socat", f"UNIX-LISTEN:{SOCKET},fork,max-children=256,mode=0666,unlink-early",
+        f"TCP:127.0.0.1:{SQUID_PORT},nodelay")
     say(f"network packages: {len(state.lists.allowed)} hosts allowed, {len(state.lists.denied)} denied; "
         f"blocked addresses: {' '.join(blocked)}")
 
