@@ -47,6 +47,8 @@ from ralex_ctl.project import (
 )
 from ralex_ctl.proxy_api import ProxyClient
 from ralex_ctl.sandbox import TOOLCHAINS, detect_toolchain, network_check, sandbox_app, toolchain_env
+from ralex_ctl.sandbox import summary as sandbox_summary
+from ralex_ctl.sandbox import summary_line as sandbox_line
 from ralex_ctl.textout import safe_line
 
 app = typer.Typer(
@@ -501,12 +503,13 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         except RalexError as exc:
             problem = str(exc)
     firing = _firing_alerts(project, states)
+    box = sandbox_summary(project)
     if as_json:
         sys.stdout.write(json.dumps({"project": {"name": compose.project_name, "name_from": compose.name_from,
                                                  "folder": str(project.root),
                                                  "stack_folder": str(other or project.root)},
                                      "services": [s.as_dict() for s in states], "budget": budget,
-                                     "alerts_firing": firing,
+                                     "alerts_firing": firing, "sandbox": box,
                                      "urls": _urls(project), "problem": problem}, indent=2) + "\n")
         return
     console.print(render.services_table(states, f"Ralex services (Compose project {safe_line(compose.project_name)}, "
@@ -523,6 +526,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         console.print(f"[yellow]budget unavailable:[/yellow] {safe_line(problem)}")
     else:
         console.print("[yellow]the proxy is not running:[/yellow] ralexctl up")
+    console.print(safe_line(sandbox_line(box)), highlight=False)
     if firing:
         from ralex_ctl.alerts import firing_lines
 

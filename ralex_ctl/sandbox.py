@@ -171,6 +171,22 @@ def network_check(root: Path, env: dict[str, str]) -> Verdict:
                    "(ralexctl sandbox)")
 
 
+def summary(project: Project) -> dict[str, object]:
+    """What `ralexctl status` shows of the box: toolchain, network mode, hosts in force."""
+    env = read_env(project.env_path) if project.env_path.exists() else {}
+    mode = _mode(project)
+    valid = mode if mode in egress.NETWORK_MODES else "none"
+    lists = egress.effective(valid, read_list(project, egress.ALLOW_FILE), read_list(project, egress.DENY_FILE))
+    return {"toolchain": env.get("RALEX_AGENT_TOOLCHAIN") or "node", "network": mode,
+            "allowed_hosts": len(lists.allowed), "denied_hosts": len(lists.denied)}
+
+
+def summary_line(box: dict[str, object]) -> str:
+    network = ("offline (ralexctl sandbox network packages to install packages)" if box["network"] == "none" else
+               f"network {box['network']}, {box['allowed_hosts']} hosts allowed")
+    return f"agent box: {box['toolchain']} toolchain, {network}"
+
+
 # --- commands -------------------------------------------------------------------------------------
 
 @sandbox_app.callback()

@@ -269,3 +269,15 @@ def test_doctor_names_a_bad_mode_and_each_bad_list_line(tmp_path: Path, monkeypa
     good = sandbox.network_check(tmp_path, {"RALEX_AGENT_NETWORK": "packages"})
     assert good.ok
     assert good.detail == f"packages: {len(egress.PACKAGES) + 1} hosts allowed, 0 denied (ralexctl sandbox)"
+
+
+def test_status_says_what_the_box_has_and_may_reach(project: Path):
+    assert runner.invoke(app, ["init", "--openrouter-key", "sk-or-v1-abc", "-y", "--agent", "python"]).exit_code == 0
+    box = sandbox.summary(sandbox.find_project())
+    assert box == {"toolchain": "python", "network": "none", "allowed_hosts": 0, "denied_hosts": 0}
+    assert sandbox.summary_line(box) == ("agent box: python toolchain, offline (ralexctl sandbox network packages "
+                                         "to install packages)")
+    assert runner.invoke(app, ["sandbox", "network", "packages"]).exit_code == 0
+    box = sandbox.summary(sandbox.find_project())
+    hosts = len(egress.PACKAGES)
+    assert sandbox.summary_line(box) == f"agent box: python toolchain, network packages, {hosts} hosts allowed"
