@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.e2e.conftest import AGENT_UID, Stack
+from tests.e2e.test_sandbox import Canary
 from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -56,38 +55,10 @@ def egress_log(stack: Stack, since: float) -> list[list[str]]:
     return [line.split() for line in out.splitlines() if line[:2].isdigit() and line[2] == ":"]
 
 
-class HostCanary:
-    """A TCP listener on this machine's own address (what hostaddr.test points at), on port 443."""
-
-    def __init__(self, host: str) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 443))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.peers: list[str] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.accept, daemon=True)
-        self.thread.start()
-
-    def accept(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, peer = self.sock.accept()
-            except OSError:
-                continue
-            self.peers.append(peer[0])
-            conn.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        self.sock.close()
-
-
 @pytest.fixture(scope="module")
-def host_canary(stack: Stack) -> Iterator[HostCanary]:
-    canary = HostCanary(stack.process_env["RALEX_TEST_HOST_ADDRESS"])
+def host_canary(stack: Stack) -> Iterator[Canary]:
+    """A TCP listener on this machine's own address (what hostaddr.test points at), on port 443."""
+    canary = Canary(stack.process_env["RALEX_TEST_HOST_ADDRESS"], 443)
     try:
         yield canary
     finally:
@@ -142,7 +113,7 @@ def test_npm_ci_and_npm_test_work_through_the_allow_list(packages: Stack):
 
 
 def test_refused_names_are_never_looked_up_and_refused_addresses_never_reached(packages: Stack,
-                                                                              host_canary: HostCanary):
+                                                                              host_canary: Canary):
     stack = packages
     allowed = stack.ralexctl("sandbox", "allow", "lan.test", "hostaddr.test")
     assert allowed.returncode == 0, allowed.stderr

@@ -66,10 +66,10 @@ console.log(JSON.stringify(out));
 class Canary:
     """A TCP listener on the host that records every connection it accepts."""
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, port: int = 0) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
+        self.sock.bind((host, port))
         self.sock.listen(64)
         self.sock.settimeout(0.2)
         self.host, self.port = host, int(self.sock.getsockname()[1])
