@@ -21,6 +21,7 @@ from ralex.classify import classify
 from ralex.keys import OPERATOR
 from ralex.ledger.rows import BudgetSettings, LedgerRow
 from ralex.policy import Decision, Refusal, RouteInput, RoutingConfig, UnknownAlias, route, with_caps
+from ralex.prefix import BilledPrefixes
 from ralex.request import ChatRequest, RequestError
 
 Clock = Callable[[], datetime]
@@ -155,6 +156,9 @@ class BudgetEngine:
         self.book = ReservationBook(day or budget_day(clock(), settings.timezone), spent_today, spent_by_key)
         self.key_budgets: dict[str, float | None] = dict(key_budgets or {})
         self.turns = TurnMemory(sticky_ttl)
+        self.prefixes = BilledPrefixes()
+        """What the upstream billed for recent requests: later steps of the same conversation are held
+        by it (:mod:`ralex.prefix`)."""
         self.in_flight: dict[str, InFlight] = {}
 
     # --- state ------------------------------------------------------------------------------
@@ -221,12 +225,22 @@ class BudgetEngine:
         try:
             outcome = route(
                 RouteInput(request.requested_alias, request.task, request.prompt_tokens, request.max_tokens,
-                           request.housekeeping, sticky),
+                           request.housekeeping, sticky, self._billed_prompt(request, client or OPERATOR)),
                 snapshot, self.routing,
             )
         except UnknownAlias as exc:
             raise Rejected(400, str(exc)) from None
         return request, snapshot, sticky, outcome
+
+    def _billed_prompt(self, request: ChatRequest, client: str) -> dict[str, int]:
+        """Per upstream model, the prompt bound from the longest prefix of this request it already billed."""
+        found: dict[str, int] = {}
+        if request.prefixes is None:
+            return found
+        for spec in self.routing.aliases.values():
+            if spec.model not in found and (bound := self.prefixes.bound(client, spec.model, request.prefixes)):
+                found[spec.model] = bound
+        return found
 
     def preview(self, body: Mapping[str, Any], remaining: float | None = None) -> Decision | Refusal:
         """What :meth:`admit` would decide now, without reserving or remembering anything.
@@ -348,6 +362,9 @@ class BudgetEngine:
             return None
         cost += flight.unanswered_cost(answered=True)
         day = self.book.settle(key, cost, flight.client)
+        if cost_source == "upstream" and model and prompt_tokens and flight.request.prefixes is not None:
+            # the answer's own usage: the model's native count of exactly this prompt
+            self.prefixes.remember(flight.client, model, flight.request.prefixes, prompt_tokens)
         self._check_crossings()
         row = self._row(flight, status=status, day=day, cost=cost, cost_source=cost_source, model=model,
                         alias=alias, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,

@@ -51,9 +51,17 @@ class RouteInput:
     requested_alias: str
     task: str
     prompt_tokens: int
+    """The prompt's bound from its bytes (:func:`ralex.request.estimate_prompt_tokens`)."""
     max_tokens: int | None = None
     housekeeping: bool = False
     sticky_alias: str | None = None
+    billed_prompt: Mapping[str, int] = field(default_factory=dict)
+    """A tighter bound per upstream model, from what it billed for this conversation's earlier steps
+    (:class:`ralex.prefix.BilledPrefixes`)."""
+
+    def prompt_for(self, spec: AliasSpec) -> int:
+        """The prompt bound on ``spec``'s model: the billed-prefix bound when known, never above the byte bound."""
+        return min(self.prompt_tokens, self.billed_prompt.get(spec.model, self.prompt_tokens))
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +155,8 @@ def route(inp: RouteInput, snapshot: BudgetSnapshot, cfg: RoutingConfig) -> Deci
     for name in candidates:
         spec = cfg.aliases[name]
         allowance = min(spec.max_cost_per_request, remaining)
-        fits = affordable_output_tokens(allowance, inp.prompt_tokens, spec.prompt_price, spec.completion_price)
+        prompt = inp.prompt_for(spec)
+        fits = affordable_output_tokens(allowance, prompt, spec.prompt_price, spec.completion_price)
         if fits >= floor:
             max_tokens = min(wanted, fits)
             note = ""
@@ -156,14 +165,14 @@ def route(inp: RouteInput, snapshot: BudgetSnapshot, cfg: RoutingConfig) -> Deci
             if max_tokens < wanted:
                 bound = "per-request cap" if spec.max_cost_per_request <= remaining else "remaining budget"
                 note += f"; max_tokens {wanted} -> {max_tokens} to fit the {bound}"
-            worst = spec.worst_case(inp.prompt_tokens, max_tokens)
-            fallbacks, reserve, fb_note = _fallbacks(name, tier, inp.prompt_tokens, max_tokens, worst, remaining, cfg)
+            worst = spec.worst_case(prompt, max_tokens)
+            fallbacks, reserve, fb_note = _fallbacks(name, tier, inp, max_tokens, worst, remaining, cfg)
             return Decision(
                 alias=name, model=spec.model, reason=why + note + fb_note, tier=tier, max_tokens=max_tokens,
                 worst_case=worst, reserve=reserve, fallbacks=fallbacks, intent=intent,
                 kind="emergency" if tier == "emergency" else "downgraded" if name != intent else kind,
             )
-        need = spec.worst_case(inp.prompt_tokens, floor)
+        need = spec.worst_case(prompt, floor)
         needed = need if not needed else min(needed, need)
         if spec.max_cost_per_request < need and spec.max_cost_per_request <= remaining:
             capped_by = name
@@ -172,7 +181,8 @@ def route(inp: RouteInput, snapshot: BudgetSnapshot, cfg: RoutingConfig) -> Deci
         cap = cfg.aliases[capped_by].max_cost_per_request
         return Refusal(
             message=(
-                f"This request needs up to {usd(needed)} on {capped_by} (~{inp.prompt_tokens} prompt tokens), "
+                f"This request needs up to {usd(needed)} on {capped_by} "
+                f"(~{inp.prompt_for(cfg.aliases[capped_by])} prompt tokens), "
                 f"over its per-request cap of {usd(cap)}. Shorten the conversation, or raise the cap (live): "
                 f"ralexctl budget cap {capped_by} {suggested_cap(needed)}"
             ),
@@ -199,7 +209,7 @@ def with_caps(cfg: RoutingConfig, caps: Mapping[str, float]) -> RoutingConfig:
     return replace(cfg, aliases=aliases)
 
 
-def _fallbacks(alias: str, tier: Tier, prompt_tokens: int, max_tokens: int, worst: float, remaining: float,
+def _fallbacks(alias: str, tier: Tier, inp: RouteInput, max_tokens: int, worst: float, remaining: float,
                cfg: RoutingConfig) -> tuple[tuple[Fallback, ...], float, str]:
     """Fallback chain the budget can carry; each gets the output allowance that fits its cap.
 
@@ -214,13 +224,13 @@ def _fallbacks(alias: str, tier: Tier, prompt_tokens: int, max_tokens: int, wors
         if name not in ALLOWED_BY_TIER[tier]:
             skipped.append(f"{name} (tier)")
             continue
-        fits = affordable_output_tokens(min(spec.max_cost_per_request, remaining - reserve), prompt_tokens,
+        fits = affordable_output_tokens(min(spec.max_cost_per_request, remaining - reserve), inp.prompt_for(spec),
                                         spec.prompt_price, spec.completion_price)
         fb_tokens = min(max_tokens, fits)
         if fb_tokens < min(max_tokens, cfg.min_output_tokens):
             skipped.append(f"{name} (budget)")
             continue
-        fb_worst = spec.worst_case(prompt_tokens, fb_tokens)
+        fb_worst = spec.worst_case(inp.prompt_for(spec), fb_tokens)
         chain.append(Fallback(name, fb_tokens, fb_worst))
         reserve += fb_worst
     note = f"; no fallback to {', '.join(skipped)}" if skipped else ""

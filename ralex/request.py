@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from ralex.media import ImageError, data_url_image_size, image_tokens_bound
 from ralex.params import APIS, RequestError, check_messages, check_model
+from ralex.prefix import Prefixes
 
 __all__ = ["ChatRequest", "RequestError", "chat_view", "content_text", "estimate_prompt_tokens", "task_text",
            "without_reminders"]
@@ -148,10 +149,26 @@ def estimate_prompt_tokens(messages: Sequence[Mapping[str, Any]], tools: object 
     scaled to the highest cache-write price among them. Raises :class:`RequestError` for an image it
     cannot size.
     """
-    total = 0
+    parts = prompt_parts(messages, tools, response_format)
+    return math.ceil((sum(parts.per_message) + parts.fixed) * parts.factor)
+
+
+@dataclass(frozen=True, slots=True)
+class PromptParts:
+    """:func:`estimate_prompt_tokens` piece by piece: each message's bound, the tools' and schema's
+    (``fixed``) and the cache-write factor that scales the total."""
+
+    per_message: tuple[int, ...]
+    fixed: int
+    factor: float
+
+
+def prompt_parts(messages: Sequence[Mapping[str, Any]], tools: object = None,
+                 response_format: object = None) -> PromptParts:
+    per_message: list[int] = []
     factor = 1.0
     for index, message in enumerate(messages):
-        total += PER_MESSAGE_TOKENS
+        total = PER_MESSAGE_TOKENS
         if "cache_control" in message:
             factor = max(factor, cache_factor(message["cache_control"]))
         content = message.get("content")
@@ -172,16 +189,18 @@ def estimate_prompt_tokens(messages: Sequence[Mapping[str, Any]], tools: object 
             value = message.get(key)
             if value:
                 total += text_bytes(value) if isinstance(value, str) else len(json.dumps(value).encode())
+        per_message.append(total)
+    fixed = 0
     structured = _structured_output(response_format)
     if tools:
         dumped = json.dumps(tools)
-        total += len(dumped.encode())
+        fixed += len(dumped.encode())
         factor = max(factor, _tools_cache_factor(dumped))
     if structured:
-        total += len(json.dumps(structured).encode())
+        fixed += len(json.dumps(structured).encode())
     if tools or structured:
-        total += TOOLS_OVERHEAD_TOKENS
-    return math.ceil(total * factor)
+        fixed += TOOLS_OVERHEAD_TOKENS
+    return PromptParts(tuple(per_message), fixed, factor)
 
 
 def _structured_output(response_format: object) -> object:
@@ -460,6 +479,8 @@ class ChatRequest:
     turn: str
     session: str
     stream: bool
+    prefixes: Prefixes | None = None
+    """Its prefixes, to hold by what the provider billed for an earlier step (:mod:`ralex.prefix`)."""
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any], api: str = "chat") -> ChatRequest:
@@ -467,13 +488,16 @@ class ChatRequest:
         body = chat_view(body, api)
         model = check_model(body)
         messages = check_messages(body)
+        parts = prompt_parts(messages, body.get("tools"), body.get("response_format"))
+        head = {"tools": body.get("tools"), "schema": _structured_output(body.get("response_format"))}
         return cls(
             requested_alias=model,
             task=task_text(messages),
             housekeeping=is_housekeeping(messages),
-            prompt_tokens=estimate_prompt_tokens(messages, body.get("tools"), body.get("response_format")),
+            prompt_tokens=math.ceil((sum(parts.per_message) + parts.fixed) * parts.factor),
             max_tokens=requested_max_tokens(body),
             turn=turn_key(messages, model),
             session=session_key(messages),
             stream=bool(body.get("stream")),
+            prefixes=Prefixes.of(messages, parts.per_message, head, parts.factor),
         )

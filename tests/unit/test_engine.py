@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -451,3 +451,55 @@ def test_a_fallback_the_tier_forbids_adds_nothing_to_the_hold():
     assert flight.decision.fallbacks == ()
     assert flight.decision.reserve == pytest.approx(flight.decision.worst_case)
     assert "no fallback to smart (tier)" in flight.decision.reason
+
+
+# --- holds that follow the bill ------------------------------------------------------------------
+
+def grown(steps: int, text: str = "x" * 4000) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "You are an agent. " * 200},
+                                      {"role": "user", "content": "refactor the auth module"}]
+    for n in range(steps):
+        messages += [{"role": "assistant", "content": "", "tool_calls": [
+                          {"id": f"c{n}", "type": "function", "function": {"name": "read", "arguments": "{}"}}]},
+                     {"role": "tool", "tool_call_id": f"c{n}", "content": text}]
+    return {"model": "smart", "messages": messages, "max_tokens": 100}
+
+
+def roomy() -> Setup:
+    """Caps high enough for a long conversation on either alias."""
+    s = setup(limit=5.0)
+    s.engine.set_routing(RoutingConfig(aliases={"cheap": replace(CHEAP, max_cost_per_request=1.0),
+                                                "smart": replace(SMART, max_cost_per_request=1.0), "yolo": YOLO},
+                                       fallbacks={}))
+    return s
+
+
+def test_a_later_step_is_held_by_what_the_upstream_billed_for_the_earlier_one():
+    s = roomy()
+    first = s.engine.admit(grown(3), client="agent")
+    assert first.decision.alias == "smart"
+    byte_hold = first.decision.worst_case
+    s.engine.settle(first.key, 0.003, cost_source="upstream", model=SMART.model, alias="smart", prompt_tokens=1000)
+    second = s.engine.admit(grown(4), client="agent")
+    new_part = second.request.prefixes.rest[len(grown(3)["messages"])]
+    expected = 1000 + new_part + 16
+    assert second.decision.worst_case == pytest.approx(expected * SMART.prompt_price + 100 * SMART.completion_price)
+    assert second.decision.worst_case < byte_hold  # 4 steps held below 3 steps' byte bound
+    assert second.request.prompt_tokens > expected  # the byte bound, unused
+
+
+def test_a_billed_prefix_helps_only_its_own_client_and_model_and_only_from_the_answers_usage():
+    s = roomy()
+    first = s.engine.admit(grown(3), client="agent")
+    s.engine.settle(first.key, 0.003, cost_source="upstream", model=SMART.model, alias="smart", prompt_tokens=1000)
+    other = s.engine.admit(grown(4), client="alice")
+    assert other.decision.worst_case == pytest.approx(other.request.prompt_tokens * SMART.prompt_price
+                                                      + 100 * SMART.completion_price)
+    looked_up = s.engine.admit(grown(5), client="bob")
+    s.engine.settle(looked_up.key, 0.003, cost_source="generation", model=SMART.model, prompt_tokens=10)
+    again = s.engine.admit(grown(6), client="bob")
+    assert again.decision.worst_case == pytest.approx(again.request.prompt_tokens * SMART.prompt_price
+                                                      + 100 * SMART.completion_price)
+    cheap = s.engine.admit({**grown(4), "model": "cheap"}, client="agent")  # another model: its own bill
+    assert cheap.decision.worst_case == pytest.approx(cheap.request.prompt_tokens * CHEAP.prompt_price
+                                                      + 100 * CHEAP.completion_price)

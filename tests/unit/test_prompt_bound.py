@@ -202,3 +202,80 @@ def test_a_cache_write_is_held_at_its_ttls_price(control: dict[str, str], factor
     system = {"model": "auto", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}],
               "system": [{"type": "text", "text": text, "cache_control": control}]}
     assert ChatRequest.from_body(system, "messages").prompt_tokens >= plain * factor
+
+
+# --- holds from the billed prefix (ralex/prefix.py) -------------------------------------------------
+
+TEMPLATE_TOKENS = 4
+"""What a chat template adds per message (role and separators): OpenAI's is 3-4 tokens, Anthropic's fewer."""
+
+
+def billed_tokens(messages: list[dict[str, object]], tools: object) -> int:
+    """A provider's count of a whole prompt: each message's text and tool calls by the real tokenizer
+    that counts most, its template tokens, and the tool definitions."""
+    import json
+
+    counters = [*openai_counters().values(), anthropic_counter()]
+
+    def tokens(text: str) -> int:
+        return max(fn(text) for fn in counters)
+
+    total = tokens(json.dumps(tools)) if tools else 0
+    for message in messages:
+        total += TEMPLATE_TOKENS
+        content = message.get("content")
+        if isinstance(content, str):
+            total += tokens(content)
+        elif isinstance(content, list):
+            total += sum(tokens(str(part["text"])) for part in content if isinstance(part, dict) and "text" in part)
+        if message.get("tool_calls"):
+            total += tokens(json.dumps(message["tool_calls"]))
+    return total
+
+
+TOOLS = [{"type": "function", "function": {"name": "read", "description": "Read a file",
+                                           "parameters": {"type": "object",
+                                                          "properties": {"filePath": {"type": "string"}}}}}]
+step_text = ascii_text | code | cjk | emoji | symbols | anything
+
+
+@st.composite
+def steps(draw: st.DrawFn) -> list[list[dict[str, object]]]:
+    """A conversation as an agent grows it: each step adds an assistant tool call and its result, or a
+    user message; now and then the agent moves its cache_control marker or rewrites an old message."""
+    grown: list[list[dict[str, object]]] = []
+    messages: list[dict[str, object]] = [{"role": "system", "content": draw(step_text)},
+                                         {"role": "user", "content": draw(step_text)}]
+    for n in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(["tool", "user", "edit"]))
+        if kind == "tool":
+            call = {"id": f"call_{n}", "type": "function",
+                    "function": {"name": "read", "arguments": draw(step_text)}}
+            messages += [{"role": "assistant", "content": "", "tool_calls": [call]},
+                         {"role": "tool", "tool_call_id": f"call_{n}", "content": draw(step_text)}]
+        elif kind == "user":
+            messages.append({"role": "user", "content": [{"type": "text", "text": draw(step_text)}]})
+        elif len(messages) > 2:
+            index = draw(st.integers(1, len(messages) - 1))
+            messages[index] = {"role": "user", "content": draw(step_text)}
+        marked = [dict(m) for m in messages]
+        marked[-1]["cache_control"] = {"type": "ephemeral"}  # agents mark the latest message each step
+        grown.append(marked)
+    return grown
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps())
+def test_a_hold_from_the_billed_prefix_is_never_below_the_next_steps_count(conversation):
+    from ralex.prefix import BilledPrefixes
+    from ralex.request import ChatRequest
+
+    billed = BilledPrefixes()
+    for messages in conversation:
+        request = ChatRequest.from_body({"model": "smart", "messages": messages, "tools": TOOLS})
+        assert request.prefixes is not None
+        real = billed_tokens(messages, TOOLS)
+        known = billed.bound("agent", "anthropic/claude-sonnet-4.5", request.prefixes)
+        hold = min(known, request.prompt_tokens) if known else request.prompt_tokens  # RouteInput.prompt_for
+        assert real <= hold
+        billed.remember("agent", "anthropic/claude-sonnet-4.5", request.prefixes, real)
