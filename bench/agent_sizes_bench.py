@@ -364,8 +364,10 @@ def admission(bodies: Sequence[tuple[dict[str, Any], dict[str, Any]]], cheap_cap
     """
     from ralex.budget import Thresholds
     from ralex.engine import BudgetEngine
+    from ralex.keys import OPERATOR
     from ralex.ledger.rows import BudgetSettings
     from ralex.policy import AliasSpec, Decision, RoutingConfig
+    from ralex.request import ChatRequest
 
     aliases = {
         "cheap": AliasSpec("cheap", "google/gemini-2.5-flash-lite", *PRICES["cheap"], cheap_cap),
@@ -377,6 +379,7 @@ def admission(bodies: Sequence[tuple[dict[str, Any], dict[str, Any]]], cheap_cap
     engine = BudgetEngine(routing, settings, 0.0, clock=lambda: datetime.now(UTC), sink=lambda row: None)
     counts = {"smart": 0, "smart_clamped": 0, "cheap": 0, "refused": 0, "housekeeping_refused": 0}
     worst_admitted = 0.0
+    hold_over_billed: list[float] = []
     for measured, body in bodies:
         step = measured["kind"] == "step"
         if measured["kind"] == "step":
@@ -387,6 +390,14 @@ def admission(bodies: Sequence[tuple[dict[str, Any], dict[str, Any]]], cheap_cap
         if not isinstance(outcome, Decision):
             counts["refused" if step else "housekeeping_refused"] += 1
             continue
+        # The upstream answers and reports its prompt tokens: the next step is held by them (ralex/prefix.py).
+        request = ChatRequest.from_body(body)
+        assert request.prefixes is not None
+        billed = billed_tokens(measured)
+        known = engine.prefixes.bound(OPERATOR, outcome.model, request.prefixes)
+        hold = min(known, request.prompt_tokens) if known else request.prompt_tokens
+        hold_over_billed.append(hold / billed)
+        engine.prefixes.remember(OPERATOR, outcome.model, request.prefixes, billed)
         worst_admitted = max(worst_admitted, outcome.worst_case)
         if not step:
             continue
@@ -401,7 +412,19 @@ def admission(bodies: Sequence[tuple[dict[str, Any], dict[str, Any]]], cheap_cap
             "share_smart": counts["smart"] / steps if steps else None,
             "share_cheap": counts["cheap"] / steps if steps else None,
             "share_refused": counts["refused"] / steps if steps else None,
-            "worst_admitted_usd": round(worst_admitted, 6)}
+            "worst_admitted_usd": round(worst_admitted, 6),
+            "hold_over_billed": summary(hold_over_billed),
+            "held_under_the_bill": sum(1 for r in hold_over_billed if r < 1)}
+
+
+TEMPLATE_TOKENS = 4
+"""A chat template's tokens per message (role, separators), on top of what the tokenizers count."""
+
+
+def billed_tokens(measured: dict[str, Any]) -> int:
+    """What a provider bills for a recorded request's prompt: the larger real tokenizer count of its
+    texts, plus the template's tokens per message."""
+    return max(measured["o200k_tokens"], measured["anthropic_tokens"]) + TEMPLATE_TOKENS * measured["messages"]
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -600,6 +623,12 @@ def report(sessions: dict[str, list[dict[str, Any]]], bodies: list[dict[str, Any
                   f"{c['share_smart']:.1%}", c["smart_clamped"], f"{c['share_cheap']:.1%}",
                   f"{c['share_refused']:.1%}", f"${c['worst_admitted_usd']:.3f}"] for c in caps],
                 "\nEvery recorded step asked as `smart` (titles and summaries as sent), $5 day, nothing spent"))
+    print(table(["cheap cap", "smart cap", "hold / billed p50", "p90", "p99", "max", "held under the bill"],
+                [[f"${c['cheap_cap']:.3f}", f"${c['smart_cap']:.2f}",
+                  *(f"{c['hold_over_billed'][p]:.2f}" for p in ("p50", "p90", "p99", "max")),
+                  c["held_under_the_bill"]] for c in caps],
+                "\nThe hold's prompt tokens over the billed ones, each request after the upstream billed the ones "
+                "before (ralex/prefix.py)"))
     names = list(caps_by_session)
     print(table(["cheap cap", "smart cap", *names],
                 [[f"${c['cheap_cap']:.3f}", f"${c['smart_cap']:.2f}",
