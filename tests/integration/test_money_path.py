@@ -284,3 +284,33 @@ def test_a_per_request_cap_is_raised_live_as_the_refusal_says(live: Proxy, upstr
         assert len(upstream.requests()) == 1
     finally:
         live.set_caps(**CAP_PRESETS["agent"])
+
+
+def test_a_growing_smart_session_stays_smart_held_by_the_bill_and_no_row_exceeds_its_hold(live: Proxy,
+                                                                                          upstream: Fake):
+    """Twelve agent steps on smart, each adding a tool call and a 12 KB result to a 60 KB system prompt.
+    Counted by bytes, the late steps need more than smart's shipped $0.60 cap and would step down to
+    cheap; held by what the upstream billed for the step before (ralex/prefix.py), every step stays on
+    smart, and no row costs more than its hold."""
+    from ralex.request import ChatRequest
+
+    live.set_remaining(50)
+    messages: list[dict[str, object]] = [
+        {"role": "system", "content": "You are a coding agent working in a Python repository. " * 1100},
+        {"role": "user", "content": "review the payment service architecture for race conditions"}]
+    routes, rows = [], []
+    for n in range(12):
+        response = live.chat(model="smart", messages=messages, tools=TOOLS, max_tokens=4096)
+        assert response.status_code == 200, response.text
+        routes.append(response.headers["x-ralex-route"])
+        rows.append(live.row(response))
+        call = {"id": f"c{n}", "type": "function",
+                "function": {"name": "edit", "arguments": json.dumps({"path": f"m{n}.py"})}}
+        result = f"# module {n}\n" + "def f(x):\n    return x\n" * 500
+        messages += [{"role": "assistant", "content": None, "tool_calls": [call]},
+                     {"role": "tool", "tool_call_id": f"c{n}", "content": result}]
+    by_bytes = ChatRequest.from_body({"model": "smart", "messages": messages[:-2], "tools": TOOLS}).prompt_tokens
+    assert by_bytes * 3e-6 + 4096 * 15e-6 > CAP_PRESETS["agent"]["smart"]  # the byte bound alone would step down
+    assert routes == ["smart"] * 12
+    for row in rows:
+        assert row["cost_usd"] <= row["reserved_usd"], row
