@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -235,6 +235,25 @@ class KeyAllowance:
 
 Binding = Literal["day", "key"]
 
+KEY_TIER_FRACTIONS: Final = (0.4, 0.1)
+"""A key's sub-budget has the seed's tier shape scaled to its size: smart above 40 % of it left, cheap
+above 10 %, then emergency (the seed's $2 and $0.50 on a $5 day). A $1 key is on the full tier above
+$0.40 left. The day keeps its configured thresholds."""
+TIER_RANK: Final[dict[Tier, int]] = {"emergency": 0, "economy": 1, "full": 2}
+
+
+def sub_budget_text(limit: float) -> str:
+    """What a key's daily sub-budget allows, in the words ``keys add`` and ``connect`` print."""
+    smart, cheap = (limit * f for f in KEY_TIER_FRACTIONS)
+    return (f"{usd(limit)}/day: smart while more than {usd(smart)} of it is left, cheap down to {usd(cheap)}, "
+            "then short emergency answers; never past the day's budget")
+
+
+def key_thresholds(day: Thresholds, key_limit: float) -> Thresholds:
+    """A key's tier thresholds: :data:`KEY_TIER_FRACTIONS` of its sub-budget."""
+    smart, cheap = KEY_TIER_FRACTIONS
+    return replace(day, smart_min_remaining=key_limit * smart, cheap_min_remaining=key_limit * cheap)
+
 
 def binding(day_remaining: float, key: KeyAllowance | None) -> Binding:
     """Which budget is tighter for a request: the day's or the key's sub-budget (the day on a tie)."""
@@ -290,7 +309,20 @@ class BudgetSnapshot:
 
     @property
     def tier(self) -> Tier:
-        return self.thresholds.tier(self.remaining)
+        """The lower of the day's tier (its thresholds) and the key's (:func:`key_thresholds`)."""
+        return self.tier_and_floors()[0]
+
+    def tier_and_floors(self) -> tuple[Tier, Thresholds, str]:
+        """The tier, the thresholds that set it and what they belong to ("" for the day, else
+        "of key NAME's $X sub-budget"), for the policy's notes."""
+        day = self.thresholds.tier(self.day_remaining)
+        if self.key is None:
+            return day, self.thresholds, ""
+        scaled = key_thresholds(self.thresholds, self.key.limit)
+        key = scaled.tier(self.key.remaining)
+        if TIER_RANK[key] < TIER_RANK[day]:
+            return key, scaled, f" of key {self.key.name}'s {usd(self.key.limit)} sub-budget"
+        return day, self.thresholds, ""
 
     @property
     def window(self) -> DayWindow:

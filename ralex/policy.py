@@ -118,9 +118,10 @@ def _downgrade(intent: str, tier: Tier, snapshot: BudgetSnapshot) -> tuple[str, 
     allowed = ALLOWED_BY_TIER[tier]
     if intent in allowed:
         return intent, ""
-    th = snapshot.thresholds
+    _, th, whose = snapshot.tier_and_floors()
     floor = th.smart_min_remaining if intent == "smart" else th.cheap_min_remaining
-    note = f"{intent} needs more than {usd(floor)} left ({snapshot.left_text()})"
+    left = f"{usd(max(0.0, snapshot.key.remaining))} left" if whose and snapshot.key else snapshot.left_text()
+    note = f"{intent} needs more than {usd(floor)} left{whose} ({left})"
     return "cheap", f"; {note}, using cheap"
 
 
@@ -144,7 +145,8 @@ def route(inp: RouteInput, snapshot: BudgetSnapshot, cfg: RoutingConfig) -> Deci
     wanted = inp.max_tokens or cfg.default_max_tokens
     if tier == "emergency":
         wanted = min(wanted, snapshot.thresholds.emergency_max_tokens)
-        why += f"; emergency mode (under {usd(snapshot.thresholds.cheap_min_remaining)} left): " \
+        _, th, whose = snapshot.tier_and_floors()
+        why += f"; emergency mode (under {usd(th.cheap_min_remaining)} left{whose}): " \
                f"max_tokens {wanted}"
     floor = min(wanted, cfg.min_output_tokens)
     remaining = snapshot.remaining

@@ -29,7 +29,7 @@ import yaml
 from rich.console import Console
 
 from ralex_ctl.errors import RalexError
-from ralex_ctl.keys import _budget, _client, _name, budget_text
+from ralex_ctl.keys import _budget, _client, _name, allows_text
 from ralex_ctl.textout import safe_line
 
 TOOLS: Final = ("claude-code", "codex", "aider")
@@ -286,7 +286,7 @@ def connect_command(
         path = settings_file(tool)
         merged(tool, path, _read(tool, path), client.base, PLACEHOLDER)
     created = client.add_key(key_name, limit)
-    notes.print(f"[green]key {safe_line(created['name'])} created[/green] ({budget_text(created)}); "
+    notes.print(f"[green]key {safe_line(created['name'])} created[/green] ({allows_text(created)}); "
                 "it is shown only now:",
                 highlight=False)
     if write:

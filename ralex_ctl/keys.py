@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ralex.budget import usd
+from ralex.budget import sub_budget_text, usd
 from ralex.keys import ClientKeyError, check_name, parse_key_budget
 from ralex_ctl.errors import RalexError
 from ralex_ctl.project import find_project
@@ -54,6 +54,13 @@ def budget_text(key: dict[str, Any]) -> str:
     return usd(key["daily_budget"]) + "/day" if key.get("daily_budget") is not None else "global only"
 
 
+def allows_text(key: dict[str, Any]) -> str:
+    """What the key's sub-budget allows (:func:`ralex.budget.sub_budget_text`), or the global budget's rule."""
+    if key.get("daily_budget") is None:
+        return "no sub-budget: the day's budget and its tiers apply"
+    return sub_budget_text(float(key["daily_budget"]))
+
+
 def summary_line(budget: dict[str, Any]) -> str | None:
     """One line for `ralexctl status`: each active key's spend today against its sub-budget."""
     keys = budget.get("keys") or []
@@ -78,7 +85,7 @@ def keys_add(
     """
     name, limit = _name(name), _budget(budget)
     created = _client().add_key(name, limit)
-    console.print(f"[green]key {safe_line(created['name'])} created[/green] ({budget_text(created)}); "
+    console.print(f"[green]key {safe_line(created['name'])} created[/green] ({allows_text(created)}); "
                   "it is shown only now, store it in the client's settings:", highlight=False)
     sys.stdout.write(created["key"] + "\n")
     sys.stdout.flush()

@@ -333,11 +333,13 @@ def test_two_keys_sending_the_same_first_prompt_never_share_a_turn():
     conversation (nor the full-budget key's choice lift the tight key)."""
     s = setup()
     s.engine.set_key_budgets({"tight": 1.0, "roomy": None})
+    earlier = s.engine.admit(body(), "tight")
+    s.engine.settle(earlier.key, 0.7, cost_source="upstream")
     first_step, tool_step = turn_steps()
 
     tight = s.engine.admit(first_step, "tight")
     roomy = s.engine.admit(first_step, "roomy")
-    assert tight.decision.alias == "cheap"  # $1 left on the key: smart is out of its reach
+    assert tight.decision.alias == "cheap"  # $0.30 of the key's $1 left (under 40 %): smart is out of its reach
     assert (roomy.decision.alias, roomy.decision.kind) == ("smart", "task-smart")
     assert not roomy.decision.reason.startswith("same turn")
 

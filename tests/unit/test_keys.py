@@ -97,21 +97,38 @@ def snapshot(remaining_day: float, key: KeyAllowance | None) -> BudgetSnapshot:
 
 
 @pytest.mark.parametrize(("day_left", "key_left", "tier"), [
-    (4.0, 3.0, "full"), (4.0, 1.0, "economy"), (4.0, 0.3, "emergency"), (0.3, 3.0, "emergency"),
-    (1.0, 3.0, "economy"),
+    (4.0, 5.0, "full"), (4.0, 3.0, "economy"), (4.0, 1.0, "emergency"), (0.3, 9.0, "emergency"),
+    (1.0, 9.0, "economy"), (1.0, 3.0, "economy"),
 ])
-def test_the_tier_follows_the_tighter_remaining(day_left: float, key_left: float, tier: str):
+def test_the_tier_is_the_lower_of_the_days_and_the_keys_scaled_to_its_size(day_left: float, key_left: float,
+                                                                            tier: str):
+    """The day by its thresholds ($2 / $0.50); a $10 key by the same shape scaled: $4 / $1."""
     snap = snapshot(day_left, KeyAllowance("laptop", 10.0, 10.0 - key_left, 0.0))
     assert snap.remaining == pytest.approx(min(day_left, key_left))
     assert snap.tier == tier
 
 
+def test_a_one_dollar_key_reaches_smart_until_forty_percent_of_it_is_left(cfg: RoutingConfig):
+    fresh = route(RouteInput("smart", "design a plugin system", 100, 100),
+                  snapshot(4.0, KeyAllowance("alice", 1.0, 0.0, 0.0)), cfg)
+    assert isinstance(fresh, Decision)
+    assert (fresh.alias, fresh.tier) == ("smart", "full")
+    spent = route(RouteInput("smart", "design a plugin system", 100, 100),
+                  snapshot(4.0, KeyAllowance("alice", 1.0, 0.65, 0.0)), cfg)
+    assert isinstance(spent, Decision)
+    assert (spent.alias, spent.tier) == ("cheap", "economy")
+    assert "smart needs more than $0.40 left of key alice's $1.00 sub-budget ($0.35 left)" in spent.reason
+
+
 def test_a_nearly_spent_key_steps_down_like_a_nearly_spent_day(cfg: RoutingConfig):
-    snap = snapshot(4.0, KeyAllowance("laptop", 2.0, 0.8, 0.0))  # $1.20 left on the key
+    snap = snapshot(4.0, KeyAllowance("laptop", 2.0, 1.4, 0.0))  # $0.60 left on the key, under 40 % of $2
     decision = route(RouteInput("smart", "design a plugin system", 100, 100), snap, cfg)
     assert isinstance(decision, Decision)
     assert (decision.alias, decision.tier) == ("cheap", "economy")
-    assert "smart needs more than $2.00 left ($1.20 left of key laptop's sub-budget)" in decision.reason
+    assert "smart needs more than $0.80 left of key laptop's $2.00 sub-budget ($0.60 left)" in decision.reason
+    day = route(RouteInput("smart", "design a plugin system", 100, 100), snapshot(1.5, None), cfg)
+    assert isinstance(day, Decision)
+    assert "smart needs more than $2.00 left ($1.50 left)" in day.reason
     assert isinstance(route(RouteInput("smart", "design a plugin system", 100, 100), snapshot(4.0, None), cfg),
                       Decision)
 
@@ -188,3 +205,10 @@ def test_a_journal_line_from_before_keys_reads_back_as_the_agents():
     line = row_to_json(LedgerRow(ts=NOON, budget_day=date(2026, 11, 26), alias_requested="cheap", status="ok"))
     del line["key_name"]
     assert row_from_json(json.loads(json.dumps(line))).key_name == "agent"
+
+
+def test_keys_add_and_connect_say_what_a_sub_budget_allows():
+    from ralex.budget import sub_budget_text
+
+    assert sub_budget_text(1.0) == ("$1.00/day: smart while more than $0.40 of it is left, cheap down to $0.10, "
+                                    "then short emergency answers; never past the day's budget")
