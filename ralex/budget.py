@@ -196,10 +196,13 @@ def suggest_raise(limit: float) -> str:
 
 
 def usd(amount: float) -> str:
-    """Dollars for people: cents for normal amounts, more digits for tiny ones."""
+    """Dollars for people: cents for normal amounts, more digits for tiny ones, and under a dollar
+    the digits an amount was set with ($0.012 stays $0.012, up to four decimals)."""
     if amount != 0 and abs(amount) < 0.01:
         decimals = max(4, 1 - math.floor(math.log10(abs(amount))))
         return f"${amount:.{decimals}f}"
+    if abs(amount) < 1 and abs(round(amount, 2) - amount) > 1e-9:
+        return "$" + f"{amount:.4f}".rstrip("0")
     return f"${amount:,.2f}"
 
 

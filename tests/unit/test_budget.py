@@ -67,3 +67,13 @@ def test_a_hold_from_yesterday_settles_on_yesterday():
     assert book.reserved == 0
     assert book.settle("late", 0.2) == date(2026, 11, 26)
     assert book.spent == 0.0
+
+
+@pytest.mark.parametrize(("amount", "shown"), [
+    (5, "$5.00"), (0.5, "$0.50"), (0.012, "$0.012"), (0.0125, "$0.0125"), (0.0068, "$0.0068"), (0, "$0.00"),
+    (1234.5, "$1,234.50"), (0.123456, "$0.1235"), (0.000012, "$0.000012"),
+])
+def test_an_amount_is_shown_with_the_digits_it_was_set_with(amount: float, shown: str):
+    from ralex.budget import usd
+
+    assert usd(amount) == shown
