@@ -698,6 +698,7 @@ def _apply_budget(**changes: object) -> None:
 def _print_budget(data: dict[str, Any]) -> None:
     console.print(render.budget_line(data))
     console.print(render.caps_line(data))
+    console.print(render.alerts_line(data))
 
 
 @app.command()

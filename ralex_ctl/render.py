@@ -38,6 +38,13 @@ def budget_line(budget: dict[str, Any]) -> Text:
     return line
 
 
+def alerts_line(budget: dict[str, Any]) -> Text:
+    """`alert thresholds: 60 % · 90 % (each notifies once per budget day)`"""
+    levels = budget.get("alert_thresholds") or budget.get("settings", {}).get("alert_thresholds") or []
+    shown = " · ".join(f"{level:g} %" for level in levels) or "none"
+    return Text(f"alert thresholds: {shown} (each notifies once per budget day)", style="grey50")
+
+
 def caps_line(budget: dict[str, Any]) -> Text:
     """`per-request caps: cheap $0.0010 · smart $0.0100 · yolo $0.0005`"""
     caps = " · ".join(f"{name} {usd(info['max_cost_per_request'])}" for name, info in budget.get("prices", {}).items())

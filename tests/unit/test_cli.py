@@ -616,3 +616,9 @@ def test_doctor_says_when_the_workspace_is_not_the_agents_users(tmp_path: Path):
     missing = _workspace_check(tmp_path, {**mine, "RALEX_WORKSPACE": "./nope"})
     assert not missing.ok
     assert "does not exist" in missing.detail
+
+
+def test_budget_changes_echo_the_alert_thresholds_in_force():
+    assert render.alerts_line({"alert_thresholds": [60, 90]}).plain == (
+        "alert thresholds: 60 % · 90 % (each notifies once per budget day)")
+    assert render.alerts_line({}).plain.startswith("alert thresholds: none")
