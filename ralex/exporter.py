@@ -47,7 +47,7 @@ from prometheus_client import start_http_server
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ralex.budget import BudgetError, day_window
+from ralex.budget import BudgetError, day_window, suggest_raise
 from ralex.ledger.store import (
     ACTIVE_KEYS,
     BREAKDOWN,
@@ -130,6 +130,8 @@ class LedgerCollector(Collector):
         lag, since_write = conn.execute(WRITE_LAG).fetchone()  # type: ignore[misc]
 
         yield _gauge("ralex_budget_daily_limit_usd", "Today's budget in USD.", limit)
+        yield _gauge("ralex_budget_suggested_limit_usd", "The budget the fix suggests (ralexctl budget set N): "
+                     "the next tier above today's, as the 402 refusal says.", float(suggest_raise(limit)))
         yield _gauge("ralex_budget_spent_today_usd", "Spent today (real cost reported upstream), USD.", spent)
         yield _gauge("ralex_budget_remaining_usd", "Budget left today, USD.", remaining)
         yield _gauge("ralex_budget_fraction_used", "Spent today / daily limit.", fraction)

@@ -63,6 +63,7 @@ def test_metrics_follow_the_ledger(pg: Pg):
     assert m[("ralex_budget_spent_today_usd", ())] == pytest.approx(2.0)
     assert m[("ralex_budget_remaining_usd", ())] == pytest.approx(3.0)
     assert m[("ralex_budget_fraction_used", ())] == pytest.approx(0.4)
+    assert m[("ralex_budget_suggested_limit_usd", ())] == 10  # the 402's rule: the next tier above $5
     assert m[("ralex_budget_alert_level", ())] == 0
     assert m[("ralex_budget_tier", (("tier", "full"),))] == 1
     assert m[("ralex_spend_today_usd", (("alias", "smart"), ("model", "m/smart")))] == pytest.approx(1.25)
