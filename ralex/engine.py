@@ -312,7 +312,7 @@ class BudgetEngine:
             if not by_key:  # a key's own sub-budget is its client's business, not the agent's toasts
                 self._event("refused", refusal.message, now)
             if refusal.reason == "budget" and not by_key:
-                self._check_crossings(now, exhausted=True)
+                self._check_crossings(now, exhausted=True, needed=refusal.needed)
             raise Rejected(refusal.status, refusal.message, {
                 "x-ralex-route": "refused",
                 "x-ralex-reason": refusal.reason,
@@ -426,22 +426,34 @@ class BudgetEngine:
         return [row for f in stale if (row := self.settle_at_hold(f.key, "abandoned"))]
 
     # --- alerts and events ----------------------------------------------------------------------
-    def _check_crossings(self, now: datetime | None = None, *, exhausted: bool = False) -> None:
+    def _check_crossings(self, now: datetime | None = None, *, exhausted: bool = False,
+                         needed: float | None = None) -> None:
         """Each threshold today's spend reaches is announced once per budget day. Spend never passes
         the limit (requests that do not fit are refused), so 100 % is reached when the budget is
         spent to the cent or a request is refused because the day cannot pay for it (``exhausted``,
-        at ``now``: the moment of that refusal)."""
+        at ``now``: the moment of that refusal, ``needed``: what it needed). The thresholds reached
+        only that way are announced once, for what they mean: the next request does not fit."""
         now = now or self.clock()
         self._roll(now)  # only the current day's spend crosses: a late settle of yesterday's request does not
         limit = self.settings.daily_limit
-        fraction = 1.0 if exhausted else (self.book.spent / limit if limit > 0 else 1.0)
-        for threshold in new_crossings(fraction, self.settings.alert_thresholds, self.crossed):
+        spent = self.book.spent
+        real = spent / limit if limit > 0 else 1.0
+        crossed = new_crossings(1.0 if exhausted else real, self.settings.alert_thresholds, self.crossed)
+        reset = self.snapshot(now).reset_line()
+        unreached = [t for t in crossed if real * 100 < t - 1e-9]
+        for threshold in crossed:
             self.crossed.add(threshold)
-            crossing = Crossing(self.book.day, threshold, now, self.book.spent, limit)
-            self._event("threshold", f"{threshold} % of today's budget spent ({usd(self.book.spent)} of "
-                                     f"{usd(limit)}); {self.snapshot(now).reset_line()}", now)
+            if threshold not in unreached:
+                self._event("threshold", f"{threshold} % of today's budget spent ({usd(spent)} of {usd(limit)}); "
+                                         f"{reset}", now)
+        if unreached:
+            left = max(0.0, limit - spent - self.book.reserved)
+            asks = f"it needs up to {usd(needed)}, " if needed is not None else ""
+            self._event("threshold", f"Today's budget cannot pay the next request ({asks}{usd(left)} left; "
+                                     f"{usd(spent)} of {usd(limit)} spent, {real:.0%}); {reset}", now)
+        for threshold in crossed:
             if self.on_crossing is not None:
-                self.on_crossing(crossing)
+                self.on_crossing(Crossing(self.book.day, threshold, now, spent, limit))
 
     def _event(self, kind: str, text: str, now: datetime) -> None:
         self.events.append(Event(next(self._event_ids), kind, now, text[:300]))

@@ -61,7 +61,7 @@ def receiver_call(stack: Stack, method: str, path: str) -> Any:
     return json.loads(out)
 
 
-THRESHOLD_TEXT = re.compile(r"(\d+) % of today's Ralex budget is spent|(Today's Ralex budget is spent)")
+THRESHOLD_TEXT = re.compile(r"(\d+) % of today's Ralex budget is spent|(Today's Ralex budget ran out)")
 
 
 def delivery(raw: dict[str, Any]) -> dict[str, Any]:
@@ -237,8 +237,8 @@ def test_each_threshold_reaches_every_receiver_once(alerting: Stack, figures: di
     eighty = by_threshold["80"]["text"]
     assert re.match(r"80 % of today's budget is spent \(\$0\.\d{4} of \$0\.\d{4}\); .+; resets at midnight \(in "
                     r".+\); raise it: ralexctl budget set \d+$", eighty), eighty
-    assert by_threshold["100"]["title"] == "Today's Ralex budget is spent"
-    assert "requests are refused (HTTP 402)" in by_threshold["100"]["text"]
+    assert by_threshold["100"]["title"] == "Today's Ralex budget ran out"
+    assert by_threshold["100"]["text"].startswith("A request did not fit in what was left of today's budget (now $")
     ntfy = next(d for d in found if d["kind"] == "ntfy")
     assert "tpl=1" in ntfy["query"]
     severities = {r["metric"]["threshold"]: r["metric"]["severity"] for r in stack.promql(
@@ -362,8 +362,9 @@ def expected(threshold: str, day: str = "2026-11-30") -> dict[str, Any]:
     money = "($4.00 of $5.00)"
     tail = "resets at midnight (in 3h 12m 0s); raise it: ralexctl budget set 10"
     if threshold == "100":
-        summary = "Today's Ralex budget is spent"
-        description = f"Today's budget is spent {money}: requests are refused (HTTP 402); {tail}"
+        summary = "Today's Ralex budget ran out"
+        description = (f"A request did not fit in what was left of today's budget (now {money[1:-1]} spent); "
+                       f"smart is off, cheap and yolo only; {tail}")
     else:
         summary = f"{threshold} % of today's Ralex budget is spent"
         description = f"{threshold} % of today's budget is spent {money}; smart is off, cheap and yolo only; {tail}"
@@ -390,6 +391,7 @@ def test_rules_severity_outage_and_midnight(tmp_path: Path):
             {"series": f"ralex_exporter_up{{{exporter}}}", "values": "1x20 0x10 1x30"},
             {"series": f"ralex_budget_spent_today_usd{{{exporter}}}", "values": "4x60"},
             {"series": f"ralex_budget_daily_limit_usd{{{exporter}}}", "values": "5x60"},
+            {"series": f"ralex_budget_suggested_limit_usd{{{exporter}}}", "values": "10x60"},
             {"series": f"ralex_budget_seconds_to_reset{{{exporter}}}", "values": "11520x60"},
             {"series": f'ralex_budget_tier{{tier="economy",{exporter}}}', "values": "1x60"},
         ],

@@ -10,7 +10,7 @@ import pytest
 
 from ralex.budget import BudgetError, parse_thresholds
 from ralex.engine import Crossing, Rejected
-from tests.unit.test_engine import body, setup
+from tests.unit.test_engine import body, roomy, setup
 
 
 def spend(s, cost: float) -> None:
@@ -91,3 +91,22 @@ def test_bad_thresholds_name_the_fix(values, message):
     with pytest.raises(BudgetError, match=message):
         parse_thresholds(values)
     assert parse_thresholds(["95", "50%", 80, 80]) == (50, 80, 95)
+
+
+def test_a_refusal_at_68_percent_says_the_next_request_does_not_fit_not_that_the_day_is_spent():
+    """The budget of the issue: $0.01, $0.0068 spent, a request needing $0.0039 is refused. 50 % was
+    reached; 80, 95 and 100 % are crossed by the refusal (so the alerts fire) and the agent hears one
+    line saying what happened, not three claiming spend that did not happen."""
+    s = roomy()
+    s.engine.apply_settings(replace(s.engine.settings, daily_limit=0.01))
+    spend(s, 0.0068)
+    with pytest.raises(Rejected) as refused:
+        s.engine.admit({"model": "cheap", "messages": [{"role": "user", "content": "x" * 40000}], "max_tokens": 100})
+    assert "exhausted" in refused.value.message
+    texts = [e.text for e in s.engine.events_since(0) if e.kind == "threshold"]
+    assert texts[0].startswith("50 % of today's budget spent ($0.0068 of $0.01)")
+    assert len(texts) == 2
+    assert texts[1].startswith("Today's budget cannot pay the next request (it needs up to $0.0")
+    assert "$0.0032 left; $0.0068 of $0.01 spent, 68%)" in texts[1]
+    assert not any(t.startswith(("80 %", "95 %", "100 %")) for t in texts)
+    assert s.engine.crossed == {50, 80, 95, 100}
