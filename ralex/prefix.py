@@ -32,6 +32,11 @@ from typing import Any, Final
 SLACK: Final = 16
 """Tokens added to a prefix-based bound: the chat template's tokens at the seam where the new
 messages join the billed ones."""
+SHARED_HEADS: Final = (1, 2)
+"""Besides a billed request itself, its first one and two messages (with its tools) are remembered, at
+the whole request's billed tokens: a prefix never costs more than the request it starts, and a new
+session's first step or title call repeats the system prompt (and often the first message) of an
+earlier one."""
 MAX_REMEMBERED: Final = 4096
 """Billed prefixes kept (least recently used dropped): an agent's session needs its last few."""
 
@@ -89,12 +94,17 @@ class BilledPrefixes:
         self._lock = threading.Lock()
 
     def remember(self, client: str, model: str, prefixes: Prefixes, prompt_tokens: int) -> None:
+        """The upstream billed ``prompt_tokens`` for this request: exact for the whole of it, an upper
+        bound for its first messages (:data:`SHARED_HEADS`)."""
         if prompt_tokens <= 0:
             return
-        key = (client, model, prefixes.whole)
+        whole = len(prefixes.digests) - 1
         with self._lock:
-            self._billed[key] = prompt_tokens
-            self._billed.move_to_end(key)
+            for k in (*(h for h in SHARED_HEADS if h < whole), whole):
+                key = (client, model, prefixes.digests[k])
+                known = self._billed.get(key)
+                self._billed[key] = prompt_tokens if k == whole or known is None else min(known, prompt_tokens)
+                self._billed.move_to_end(key)
             while len(self._billed) > self.max_entries:
                 self._billed.popitem(last=False)
 

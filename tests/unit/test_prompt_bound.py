@@ -279,3 +279,25 @@ def test_a_hold_from_the_billed_prefix_is_never_below_the_next_steps_count(conve
         hold = min(known, request.prompt_tokens) if known else request.prompt_tokens  # RouteInput.prompt_for
         assert real <= hold
         billed.remember("agent", "anthropic/claude-sonnet-4.5", request.prefixes, real)
+
+
+@settings(max_examples=100, deadline=None)
+@given(steps(), step_text, step_text)
+def test_a_new_session_on_the_same_system_prompt_is_held_above_its_count(conversation, first, title):
+    """A new session repeats an earlier one's system prompt (and tools): its first step is held from
+    the earlier session's bill (ralex/prefix.py SHARED_HEADS), never below its own count."""
+    from ralex.prefix import BilledPrefixes
+    from ralex.request import ChatRequest
+
+    billed = BilledPrefixes()
+    for messages in conversation:
+        request = ChatRequest.from_body({"model": "smart", "messages": messages, "tools": TOOLS})
+        assert request.prefixes is not None
+        billed.remember("agent", "m", request.prefixes, billed_tokens(messages, TOOLS))
+    for messages in ([conversation[0][0], {"role": "user", "content": first}],
+                     [conversation[0][0], conversation[0][1], {"role": "user", "content": title}]):
+        request = ChatRequest.from_body({"model": "smart", "messages": messages, "tools": TOOLS})
+        assert request.prefixes is not None
+        known = billed.bound("agent", "m", request.prefixes)
+        assert known is not None
+        assert billed_tokens(messages, TOOLS) <= min(known, request.prompt_tokens)
