@@ -262,7 +262,7 @@ async def run_proxy(state: State) -> None:
     os.open(fifo, os.O_WRONLY)  # held for the process's life: no EOF between Squid's reopens
     await loop.connect_read_pipe(lambda: AccessLog(state), os.fdopen(reader, "rb", buffering=0))
     squid = await asyncio.create_subprocess_exec("squid", "-N", "-f", str(conf))
-    for _ in range(100):  # Squid listens within a second; the relay starts after it
+    for _ in range(1200):  # Squid listens within a second (a minute or more under arm64 emulation)
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", SQUID_PORT)
             writer.close()
@@ -304,6 +304,7 @@ async def main() -> None:
     except egress.HostError as err:
         raise SystemExit(f"ralex-egress: {err}") from None
     RUN.mkdir(parents=True, exist_ok=True)
+    SOCKET.unlink(missing_ok=True)  # a previous container's: the health check waits for this one's
     state = State(mode)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -180,6 +180,10 @@ def test_an_npm_project_installs_through_the_allow_list_and_passes_in_the_arm64_
         os.chown(path, AGENT_UID, AGENT_UID)
     started = time.monotonic()
     try:
+        ready = subprocess.run(["docker", "compose", "up", "-d", "--wait", "--wait-timeout", "600", "egress"],
+                               cwd=stack.root, env=stack.process_env, capture_output=True, text=True, timeout=900,
+                               check=False)
+        assert ready.returncode == 0, ready.stdout[-2000:] + ready.stderr[-2000:]
         run = subprocess.run(["docker", "compose", "run", "--rm", "-T", "-e", "QEMU_CPU=cortex-a72", "opencode", "sh",
                               "-c", "uname -m && cd /workspace/node-demo && npm ci --no-audit --no-fund && npm test"],
                              cwd=stack.root, env=stack.process_env, capture_output=True, text=True, timeout=1500,
