@@ -252,7 +252,7 @@ def test_each_threshold_reaches_every_receiver_once(alerting: Stack, figures: di
     firing = json.loads(status.stdout)["alerts_firing"]
     assert {a["threshold"] for a in firing if a["budget_day"] == day} >= set(DEFAULT_THRESHOLDS)
     shown = stack.ralexctl("status")
-    assert "requests are refused (HTTP 402)" in shown.stdout
+    assert "A request did not fit in what was left of today's budget (now $" in shown.stdout
 
 
 def test_a_raised_budget_an_exporter_restart_and_time_repeat_nothing(alerting: Stack):
