@@ -43,8 +43,8 @@ def test_budget_resets_at_local_midnight(pg: Pg, upstream: Fake, tmp_path: Path)
         assert first_day == start.date().isoformat(), "the proxy took over 20 s from its clock's start to answer"
         prompt = "add a docstring " + "y" * 500
         refused = None
-        for _ in range(10):
-            response = proxy.chat(prompt, model="cheap", max_tokens=100)
+        for n in range(10):  # each its own first message: no earlier bill narrows its hold (ralex/prefix.py)
+            response = proxy.chat(f"{n} {prompt}", model="cheap", max_tokens=100)
             if response.status_code == 402:
                 refused = response
                 break
