@@ -243,6 +243,8 @@ KEY_TIER_FRACTIONS: Final = (0.4, 0.1)
 above 10 %, then emergency (the seed's $2 and $0.50 on a $5 day). A $1 key is on the full tier above
 $0.40 left. The day keeps its configured thresholds."""
 TIER_RANK: Final[dict[Tier, int]] = {"emergency": 0, "economy": 1, "full": 2}
+TIER_MEANS: Final[dict[Tier, str]] = {"full": "smart and cheap", "economy": "cheap only",
+                                      "emergency": "short emergency answers"}
 
 
 def sub_budget_text(limit: float) -> str:
@@ -346,6 +348,14 @@ class BudgetSnapshot:
 
     def reset_line(self) -> str:
         return f"resets at 00:00 {self.timezone} (in {resets_in(self.now, self.timezone)})"
+
+    def summary(self) -> str:
+        """Today's budget in one line, the same wherever it is shown (the agent's TUI, ``ralexctl``):
+        `$0.42 of $5.00 spent (8%) · $4.58 left · tier full (smart and cheap) · resets at 00:00 UTC (in 6h12m)`.
+        """
+        tier = self.tier
+        return (f"{usd(self.spent)} of {usd(self.limit)} spent ({self.fraction_used:.0%}) · {self.left_text()} · "
+                f"tier {tier} ({TIER_MEANS[tier]}) · {self.reset_line()}")
 
     def exhausted_message(self, needed: float) -> str:
         """The text of the HTTP 402 refusal (naming the key when its sub-budget is what ran out)."""

@@ -234,13 +234,10 @@ class BudgetEngine:
 
     def _billed_prompt(self, request: ChatRequest, client: str) -> dict[str, int]:
         """Per upstream model, the prompt bound from the longest prefix of this request it already billed."""
-        found: dict[str, int] = {}
         if request.prefixes is None:
-            return found
-        for spec in self.routing.aliases.values():
-            if spec.model not in found and (bound := self.prefixes.bound(client, spec.model, request.prefixes)):
-                found[spec.model] = bound
-        return found
+            return {}
+        models = {spec.model for spec in self.routing.aliases.values()}  # cheap and yolo may share one
+        return {model: bound for model in models if (bound := self.prefixes.bound(client, model, request.prefixes))}
 
     def preview(self, body: Mapping[str, Any], remaining: float | None = None) -> Decision | Refusal:
         """What :meth:`admit` would decide now, without reserving or remembering anything.

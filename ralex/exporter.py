@@ -20,6 +20,8 @@ Exposition (abridged)::
     ralex_budget_alert_level 80.0
     ralex_budget_threshold_crossed{budget_day="2026-11-30",threshold="50"} 1.0
     ralex_budget_threshold_crossed{budget_day="2026-11-30",threshold="80"} 1.0
+    ralex_budget_crossing_spent_usd{threshold="80"} 4.01
+    ralex_budget_crossing_limit_usd{threshold="80"} 5.0
     ralex_spend_today_usd{alias="smart",model="anthropic/claude-sonnet-4.5"} 1.1
     ralex_requests_today{alias="cheap",model="google/gemini-2.5-flash-lite",status="ok"} 42.0
     ralex_routing_decisions_today{kind="task-smart"} 7.0
@@ -51,7 +53,7 @@ from ralex.budget import BudgetError, day_window, suggest_raise
 from ralex.ledger.store import (
     ACTIVE_KEYS,
     BREAKDOWN,
-    CROSSINGS_ON_DAY,
+    CROSSING_FIGURES_ON_DAY,
     DAY_TOTALS,
     LAST_HOUR_SPEND,
     SELECT_SETTINGS,
@@ -135,7 +137,8 @@ class LedgerCollector(Collector):
         yield _gauge("ralex_budget_spent_today_usd", "Spent today (real cost reported upstream), USD.", spent)
         yield _gauge("ralex_budget_remaining_usd", "Budget left today, USD.", remaining)
         yield _gauge("ralex_budget_fraction_used", "Spent today / daily limit.", fraction)
-        crossed = sorted(int(r[0]) for r in conn.execute(CROSSINGS_ON_DAY, (today,)))
+        figures = {int(r[0]): (float(r[1]), float(r[2])) for r in conn.execute(CROSSING_FIGURES_ON_DAY, (today,))}
+        crossed = sorted(figures)
         yield _gauge("ralex_budget_alert_level", "Highest alert threshold crossed today (percent; 0: none).",
                      float(crossed[-1]) if crossed else 0.0)
         crossings = GaugeMetricFamily(
@@ -145,6 +148,17 @@ class LedgerCollector(Collector):
         for threshold in crossed:
             crossings.add_metric([str(threshold), today.isoformat()], 1.0)
         yield crossings
+        # What was spent of which budget when each threshold was crossed: an alert says both "then" and "now",
+        # so a budget raised since does not turn "50 % spent ($2.50 of $5.00)" into "$2.50 of $10.00".
+        at_spent = GaugeMetricFamily("ralex_budget_crossing_spent_usd",
+                                     "Spent today when the alert threshold was crossed, USD.", labels=["threshold"])
+        at_limit = GaugeMetricFamily("ralex_budget_crossing_limit_usd",
+                                     "Today's budget when the alert threshold was crossed, USD.", labels=["threshold"])
+        for threshold, (spent_then, limit_then) in figures.items():
+            at_spent.add_metric([str(threshold)], spent_then)
+            at_limit.add_metric([str(threshold)], limit_then)
+        yield at_spent
+        yield at_limit
         yield _gauge("ralex_budget_seconds_to_reset", f"Seconds until local midnight ({tz}).", to_reset)
         tiers = GaugeMetricFamily("ralex_budget_tier", "Current budget tier (1 for the active one).",
                                   labels=["tier"])

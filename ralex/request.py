@@ -451,12 +451,7 @@ def chat_view(body: Mapping[str, Any], api: str) -> Mapping[str, Any]:
     response_format = _responses_format(body) if api == "responses" else None
     if not messages:
         raise RequestError("the request holds no messages")
-    tools = body.get("tools")
-    strongest = max([_tools_cache_factor(_dump(tools or [])),
-                     *(cache_factor(m["cache_control"]) for m in messages if "cache_control" in m)])
-    if strongest > 1.0:  # the prompt may be written to the cache at that price
-        messages[0]["cache_control"] = {"type": "ephemeral",
-                                        "ttl": next(t for t, f in CACHE_WRITE_FACTORS.items() if f >= strongest)}
+    tools = body.get("tools")  # its cache breakpoints, and the messages', are read by prompt_parts
     view: dict[str, Any] = {"model": body.get("model"), "messages": messages, "stream": body.get("stream")}
     if tools:
         view["tools"] = tools

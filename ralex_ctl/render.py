@@ -25,14 +25,21 @@ def bar(fraction: float, width: int = 30) -> Text:
 
 
 def budget_line(budget: dict[str, Any]) -> Text:
-    """`$1.23 / $5.00 ██████░░░ 25% · tier full · alert 0% · resets in 6h12m (Europe/Berlin)`"""
+    """The bar, then the proxy's own one-line summary (the words the agent's TUI shows):
+    `██████░░░ $1.23 of $5.00 spent (25%) · $3.77 left · tier full (smart and cheap) · resets at 00:00 UTC (in 6h12m)
+    · alert 0%`."""
     fraction = budget["spent"] / budget["limit"] if budget["limit"] else 1.0
-    now = datetime.fromisoformat(budget["now"])
-    reset = datetime.fromisoformat(budget["resets_at"])
-    line = Text(f"{usd(budget['spent'])} / {usd(budget['limit'])} ")
-    line += bar(fraction)
-    line += Text(f" {fraction:.0%} · tier {budget['tier']} · alert {alert_level(fraction)}% · "
-                 f"resets in {format_duration((reset - now).total_seconds())} ({budget['timezone']})")
+    thresholds = tuple(budget.get("alert_thresholds") or ())
+    alert = alert_level(fraction, thresholds) if thresholds else alert_level(fraction)
+    line = bar(fraction) + Text(" ")
+    if budget.get("summary"):
+        line += Text(f"{budget['summary']} · alert {alert}%")
+    else:  # a proxy from before the summary
+        now = datetime.fromisoformat(budget["now"])
+        reset = datetime.fromisoformat(budget["resets_at"])
+        line += Text(f"{usd(budget['spent'])} / {usd(budget['limit'])} {fraction:.0%} · tier {budget['tier']} · "
+                     f"alert {alert}% · resets in {format_duration((reset - now).total_seconds())} "
+                     f"({budget['timezone']})")
     if budget.get("reserved", 0) > 0:
         line += Text(f" · {usd(budget['reserved'])} held in flight", style="grey50")
     return line

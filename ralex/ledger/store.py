@@ -225,6 +225,9 @@ WRITE_LAG: Final = (
     " extract(epoch FROM now() - max(recorded_at)) FROM ledger WHERE recorded_at > now() - interval '5 minutes'"
 )
 CROSSINGS_ON_DAY: Final = "SELECT threshold FROM alert_crossings WHERE budget_day = %s"
+CROSSING_FIGURES_ON_DAY: Final = (
+    "SELECT threshold, spent_usd, limit_usd FROM alert_crossings WHERE budget_day = %s ORDER BY threshold"
+)
 RECORD_CROSSING: Final = (
     "INSERT INTO alert_crossings (budget_day, threshold, crossed_at, spent_usd, limit_usd)"
     " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"

@@ -277,6 +277,7 @@ class ProxyRuntime:
             "thresholds": list(engine.settings.alert_thresholds),
             "resets_at": snap.reset_at.isoformat(),
             "timezone": snap.timezone,
+            "summary": snap.summary(),
             "events": [{"id": e.id, "kind": e.kind, "at": e.at.isoformat(), "text": e.text} for e in events],
             "last_event_id": engine.events[-1].id if engine.events else 0,
         }
@@ -359,6 +360,7 @@ class ProxyRuntime:
             "timezone": snap.timezone,
             "now": snap.now.isoformat(),
             "resets_at": snap.reset_at.isoformat(),
+            "summary": snap.summary(),
             "in_flight": engine.book.in_flight(),
             "alert_thresholds": list(engine.settings.alert_thresholds),
             "alerts_crossed_today": sorted(engine.crossed),

@@ -92,8 +92,7 @@ class State:
 
     def read_lists(self) -> bool:
         """Re-read the user's lists; True when they changed (and the files Squid reads were rewritten)."""
-        texts = []
-        signature = []
+        texts: list[str] = []
         for name in (egress.ALLOW_FILE, egress.DENY_FILE):
             path = USER_LISTS / name
             try:
@@ -104,10 +103,9 @@ class State:
                 say(f"cannot read {path}: {err.strerror}; keeping the lists as they were")
                 return False
             texts.append(text)
-            signature.append(text)
-        if tuple(signature) == self.signature:
+        if tuple(texts) == self.signature:
             return False
-        self.signature = tuple(signature)
+        self.signature = tuple(texts)
         allowed, problems = egress.parse_list(texts[0])
         denied, more = egress.parse_list(texts[1])
         for problem in problems:

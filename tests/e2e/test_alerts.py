@@ -30,6 +30,7 @@ import httpx
 import pytest
 import yaml
 
+from ralex.budget import usd
 from ralex_ctl.alerts import update_env
 from tests import results
 from tests.e2e.conftest import Stack
@@ -61,7 +62,7 @@ def receiver_call(stack: Stack, method: str, path: str) -> Any:
     return json.loads(out)
 
 
-THRESHOLD_TEXT = re.compile(r"(\d+) % of today's Ralex budget is spent|(Today's Ralex budget ran out)")
+THRESHOLD_TEXT = re.compile(r"(\d+) % of today's Ralex budget reached|(Today's Ralex budget ran out)")
 
 
 def delivery(raw: dict[str, Any]) -> dict[str, Any]:
@@ -235,10 +236,11 @@ def test_each_threshold_reaches_every_receiver_once(alerting: Stack, figures: di
     assert {d["day"] for d in by_threshold.values()} == {day}
     assert {d["alertname"] for d in by_threshold.values()} == {"RalexBudgetThreshold"}
     eighty = by_threshold["80"]["text"]
-    assert re.match(r"80 % of today's budget is spent \(\$0\.\d{4} of \$0\.\d{4}\); .+; resets at midnight \(in "
-                    r".+\); raise it: ralexctl budget set \d+$", eighty), eighty
+    assert re.match(r"80 % of today's budget was spent \(at \$0\.\d{4} of \$0\.\d{4}\); now \$0\.\d{4} of \$0\.\d{4} "
+                    r"spent \(\d+(\.\d+)?%\); .+; resets at midnight \(in .+\); raise it: ralexctl budget set \d+$",
+                    eighty), eighty
     assert by_threshold["100"]["title"] == "Today's Ralex budget ran out"
-    assert by_threshold["100"]["text"].startswith("A request did not fit in what was left of today's budget (now $")
+    assert by_threshold["100"]["text"].startswith("A request did not fit in what was left of today's budget (at $")
     ntfy = next(d for d in found if d["kind"] == "ntfy")
     assert "tpl=1" in ntfy["query"]
     severities = {r["metric"]["threshold"]: r["metric"]["severity"] for r in stack.promql(
@@ -252,7 +254,7 @@ def test_each_threshold_reaches_every_receiver_once(alerting: Stack, figures: di
     firing = json.loads(status.stdout)["alerts_firing"]
     assert {a["threshold"] for a in firing if a["budget_day"] == day} >= set(DEFAULT_THRESHOLDS)
     shown = stack.ralexctl("status")
-    assert "A request did not fit in what was left of today's budget (now $" in shown.stdout
+    assert "A request did not fit in what was left of today's budget (at $" in shown.stdout
 
 
 def test_a_raised_budget_an_exporter_restart_and_time_repeat_nothing(alerting: Stack):
@@ -357,20 +359,61 @@ def test_a_new_budget_day_notifies_each_threshold_once_again(alerting: Stack):
 
 
 def expected(threshold: str, day: str = "2026-11-30") -> dict[str, Any]:
-    """The alert for one crossing, as the rule renders it with $4.00 of $5.00 spent in tier economy."""
+    """The alert for one crossing, as the rule renders it: crossed at the figures of its day (100 % on a $0.012
+    budget), the budget raised to $10.00 since (now 40 %, tier economy)."""
     severity = {"50": "info", "80": "warning", "100": "critical"}[threshold]
-    money = "($4.00 of $5.00)"
-    tail = "resets at midnight (in 3h 12m 0s); raise it: ralexctl budget set 10"
+    then = {"50": "$2.50 of $5.00", "80": "$4.00 of $5.00", "100": "$0.0068 of $0.012"}[threshold]
+    now = "now $4.00 of $10.00 spent (40%); smart is off, cheap and yolo only"
+    tail = "resets at midnight (in 3h 12m 0s); raise it: ralexctl budget set 20"
     if threshold == "100":
         summary = "Today's Ralex budget ran out"
-        description = (f"A request did not fit in what was left of today's budget (now {money[1:-1]} spent); "
-                       f"smart is off, cheap and yolo only; {tail}")
+        description = f"A request did not fit in what was left of today's budget (at {then}); {now}; {tail}"
     else:
-        summary = f"{threshold} % of today's Ralex budget is spent"
-        description = f"{threshold} % of today's budget is spent {money}; smart is off, cheap and yolo only; {tail}"
+        summary = f"{threshold} % of today's Ralex budget reached"
+        description = f"{threshold} % of today's budget was spent (at {then}); {now}; {tail}"
     return {"exp_labels": {"threshold": threshold, "budget_day": day, "severity": severity, "job": "budget-exporter",
                            "instance": "budget-exporter:9464"},
             "exp_annotations": {"summary": summary, "description": description}}
+
+
+def promtool(tests: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
+    image = os.environ.get("RALEX_PROMETHEUS_IMAGE") or "prom/prometheus:v2.55.1"
+    return subprocess.run(["docker", "run", "--rm", "-v", f"{ROOT / 'prometheus' / 'rules'}:/rules:ro",
+                           "-v", f"{tmp_path}:/t:ro", "--user", "0", "--entrypoint", "promtool", image,
+                           "test", "rules", "/t/test.yml"], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_the_alert_writes_dollars_as_every_other_place_does(tmp_path: Path):
+    """The rule's dollar amounts are ralex.budget.usd's, digit for digit: the webhook says what the 402 text,
+    the toasts and ralexctl say."""
+    exporter = 'job="budget-exporter",instance="budget-exporter:9464"'
+    amounts = [0.0, 0.0000042, 0.000012, 0.00034, 0.0068, 0.01, 0.012, 0.25, 0.123, 0.5, 0.999, 1.0, 2.5, 12.34, 20.0]
+    series = [{"series": f"ralex_budget_{name}{{{exporter}}}", "values": f"{value}x5"}
+              for name, value in (("spent_today_usd", 0.0068), ("daily_limit_usd", 0.012),
+                                  ("fraction_used", 0.5667), ("suggested_limit_usd", 2),
+                                  ("seconds_to_reset", 60))]
+    series.append({"series": f'ralex_budget_tier{{tier="full",{exporter}}}', "values": "1x5"})
+    alerts = []
+    for threshold, amount in enumerate(amounts, start=1):
+        labels = f'threshold="{threshold}",budget_day="2026-11-30",{exporter}'
+        series += [{"series": f"ralex_budget_threshold_crossed{{{labels}}}", "values": "1x5"},
+                   {"series": f'ralex_budget_crossing_spent_usd{{threshold="{threshold}",{exporter}}}',
+                    "values": f"{amount}x5"},
+                   {"series": f'ralex_budget_crossing_limit_usd{{threshold="{threshold}",{exporter}}}',
+                    "values": "0.012x5"}]
+        alerts.append({"exp_labels": {"threshold": str(threshold), "budget_day": "2026-11-30", "severity": "info",
+                                      "job": "budget-exporter", "instance": "budget-exporter:9464"},
+                       "exp_annotations": {
+                           "summary": f"{threshold} % of today's Ralex budget reached",
+                           "description": f"{threshold} % of today's budget was spent (at {usd(amount)} of $0.012); "
+                                          "now $0.0068 of $0.012 spent (56.67%); cheap and smart models still run; "
+                                          "resets at midnight (in 1m 0s); raise it: ralexctl budget set 2"}})
+    tests = {"rule_files": ["/rules/ralex.yml"], "evaluation_interval": "5s", "tests": [{
+        "interval": "5s", "input_series": series,
+        "alert_rule_test": [{"eval_time": "10s", "alertname": "RalexBudgetThreshold", "exp_alerts": alerts}]}]}
+    result = promtool(tests, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_rules_severity_outage_and_midnight(tmp_path: Path):
@@ -389,9 +432,13 @@ def test_rules_severity_outage_and_midnight(tmp_path: Path):
             {"series": f'ralex_budget_threshold_crossed{{threshold="50",budget_day="2026-12-01",{exporter}}}',
              "values": "_x50 1x10"},
             {"series": f"ralex_exporter_up{{{exporter}}}", "values": "1x20 0x10 1x30"},
+            *({"series": f'ralex_budget_crossing_{what}_usd{{threshold="{t}",{exporter}}}', "values": f"{v}x60"}
+              for t, spent, limit in (("50", 2.5, 5), ("80", 4, 5), ("100", 0.0068, 0.012))
+              for what, v in (("spent", spent), ("limit", limit))),
             {"series": f"ralex_budget_spent_today_usd{{{exporter}}}", "values": "4x60"},
-            {"series": f"ralex_budget_daily_limit_usd{{{exporter}}}", "values": "5x60"},
-            {"series": f"ralex_budget_suggested_limit_usd{{{exporter}}}", "values": "10x60"},
+            {"series": f"ralex_budget_daily_limit_usd{{{exporter}}}", "values": "10x60"},
+            {"series": f"ralex_budget_fraction_used{{{exporter}}}", "values": "0.4x60"},
+            {"series": f"ralex_budget_suggested_limit_usd{{{exporter}}}", "values": "20x60"},
             {"series": f"ralex_budget_seconds_to_reset{{{exporter}}}", "values": "11520x60"},
             {"series": f'ralex_budget_tier{{tier="economy",{exporter}}}', "values": "1x60"},
         ],
@@ -402,9 +449,5 @@ def test_rules_severity_outage_and_midnight(tmp_path: Path):
             {"eval_time": "270s", "alertname": "RalexBudgetThreshold", "exp_alerts": [expected("50", "2026-12-01")]},
         ],
     }]}
-    (tmp_path / "test.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
-    image = os.environ.get("RALEX_PROMETHEUS_IMAGE") or "prom/prometheus:v2.55.1"
-    result = subprocess.run(["docker", "run", "--rm", "-v", f"{ROOT / 'prometheus' / 'rules'}:/rules:ro",
-                             "-v", f"{tmp_path}:/t:ro", "--user", "0", "--entrypoint", "promtool", image,
-                             "test", "rules", "/t/test.yml"], capture_output=True, text=True, timeout=120, check=False)
+    result = promtool(tests, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -48,6 +48,9 @@ def test_a_tiny_budget_a_refusal_and_a_raise_are_told_the_same_everywhere(stack:
     assert any(e["kind"] == "refused" and message.startswith(e["text"][:250]) for e in events), events  # = the 402
 
     status = json.loads(stack.ralexctl("status", "--json").stdout)
+    told = httpx.get(f"{stack.proxy}/ralex/status", headers=agent, timeout=10).json()["summary"]
+    assert told.startswith(f"{usd(float(spent))} of {usd(tiny)} spent ("), told  # the agent's TUI summary
+    assert told.split(" (in ")[0] == status["budget"]["summary"].split(" (in ")[0]
     assert status["budget"]["limit"] == pytest.approx(tiny)
     assert status["budget"]["spent"] == pytest.approx(float(spent))
     shown = stack.ralexctl("status").stdout

@@ -227,7 +227,7 @@ def test_turn_crossing_80_percent_a_step_down_and_a_refusal_show_as_toasts(stack
     status_code, body = out.strip().split(" ", 1)
     assert status_code == "200", out
     assert set(json.loads(body)) == {"limit", "spent", "remaining", "fraction_used", "tier", "alert_level",
-                                     "thresholds", "resets_at", "timezone", "events", "last_event_id"}
+                                     "thresholds", "resets_at", "timezone", "summary", "events", "last_event_id"}
 
     ralexctl_ok(stack, "budget", "set", "5")
     view = settled(stack)
@@ -256,6 +256,11 @@ def test_turn_crossing_80_percent_a_step_down_and_a_refusal_show_as_toasts(stack
         spent = settled(stack)["spent"]
         turn = spent - before
         assert turn > 0, "the turn was not charged"
+        # The turn spent money: when it ends, the TUI shows today's budget as the ledger has it, in the words
+        # `ralexctl status` uses (the countdown to the reset aside, which moves).
+        summary = admin(stack, "GET", "/ralex/status")["summary"]
+        assert summary.split(" (in ")[0] == admin(stack, "GET", "/ralex/budget")["summary"].split(" (in ")[0]
+        tui.toast_with(summary.split(" (in ")[0])
         # Spend directly (the master key, smart) until a budget exists that the next turn crosses while
         # its hold (every prompt byte a token, far above the fake's bill) still fits what is left.
         filler = "Summarise the following log lines.\n" + "log line: all systems nominal\n" * 1400

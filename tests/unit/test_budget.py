@@ -77,3 +77,17 @@ def test_an_amount_is_shown_with_the_digits_it_was_set_with(amount: float, shown
     from ralex.budget import usd
 
     assert usd(amount) == shown
+
+
+def test_the_summary_is_the_one_line_every_place_shows():
+    from datetime import datetime
+
+    from ralex.budget import BudgetSnapshot, KeyAllowance
+    now = datetime.fromisoformat("2026-11-26T22:30:00+00:00")
+    day = BudgetSnapshot(limit=0.012, spent=0.0068, reserved=0.0, timezone="UTC", now=now)
+    assert day.summary() == ("$0.0068 of $0.012 spent (57%) · $0.0052 left · tier emergency (short emergency answers) "
+                             "· resets at 00:00 UTC (in 1h30m)")
+    keyed = BudgetSnapshot(limit=5.0, spent=1.0, reserved=0.0, timezone="UTC", now=now,
+                           key=KeyAllowance(name="alice", limit=1.0, spent=0.7, reserved=0.0))
+    assert keyed.summary().startswith("$1.00 of $5.00 spent (20%) · $0.30 left of key alice's sub-budget · "
+                                      "tier economy (cheap only)")

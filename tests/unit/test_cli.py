@@ -193,11 +193,22 @@ def test_spend_rendering_has_totals_and_bars():
     assert render.spend_csv(data).splitlines()[0] == "day,alias,requests,refusals,spent_usd"
 
 
-def test_budget_line_shows_bar_tier_and_reset():
+def test_budget_line_shows_the_bar_then_the_proxys_summary_and_the_configured_alert_level():
+    from datetime import datetime
+
+    from ralex.budget import BudgetSnapshot
+    snap = BudgetSnapshot(limit=5.0, spent=3.2, reserved=0.0, timezone="Europe/Berlin",
+                          now=datetime.fromisoformat("2026-11-26T20:00:00+00:00"))
+    line = str(render.budget_line({"spent": 3.2, "limit": 5.0, "tier": snap.tier, "summary": snap.summary(),
+                                   "alert_thresholds": [60, 90]}))
+    assert line == ("█" * 19 + "░" * 11 + " $3.20 of $5.00 spent (64%) · $1.80 left · tier economy (cheap only) · "
+                    "resets at 00:00 Europe/Berlin (in 3h00m) · alert 60%")
+
+
+def test_budget_line_from_a_proxy_without_the_summary():
     line = render.budget_line({"spent": 4.0, "limit": 5.0, "tier": "economy", "timezone": "Europe/Berlin",
                                "now": "2026-11-26T20:00:00+00:00", "resets_at": "2026-11-27T00:00:00+01:00"})
-    assert str(line).startswith("$4.00 / $5.00 ")
-    assert "80% · tier economy · alert 80% · resets in 3h00m (Europe/Berlin)" in str(line)
+    assert "$4.00 / $5.00 80% · tier economy · alert 80% · resets in 3h00m (Europe/Berlin)" in str(line)
 
 
 # --- init: every default makes a .env that Compose accepts -------------------------------------------

@@ -428,9 +428,9 @@ class FakeLedger:
             self.days.append(params[0])
             found = self.totals.get(params[0])
             return Rows([found] if found else [])
-        if query == store.CROSSINGS_ON_DAY:
+        if query == store.CROSSING_FIGURES_ON_DAY:
             self.days.append(params[0])
-            return Rows([(50,)] if params[0] in self.totals else [])
+            return Rows([(50, 2.5, 5.0)] if params[0] in self.totals else [])
         if query == store.BREAKDOWN:
             self.days.append(params[0])
             return Rows([])

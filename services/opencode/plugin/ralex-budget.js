@@ -1,5 +1,8 @@
 // Ralex budget toasts for OpenCode: shows in the TUI when today's budget crosses an alert threshold,
-// when the proxy steps a request down (tier or per-request cap) and when it refuses one (HTTP 402).
+// when the proxy steps a request down (tier or per-request cap) and when it refuses one (HTTP 402),
+// and, when a turn ends having spent money, today's budget as the proxy's ledger has it (the proxy's
+// one-line summary: spent, left, tier, reset). OpenCode's own "spent" cannot know which model Ralex
+// picked, so the models carry no price in opencode.json and these numbers are the ones to read.
 //
 // It reads the proxy's read-only status (GET /ralex/status?since=<event id>, allowed with the agent
 // key) once at start, every few seconds while a session is busy, and once more when it goes idle or
@@ -28,6 +31,7 @@ const KINDS = {
   refused: { variant: "error", title: "Ralex: request refused" },
   threshold: { variant: "warning", title: "Ralex: budget alert" },
   step_down: { variant: "info", title: "Ralex: stepped down" },
+  summary: { variant: "info", title: "Ralex: today's budget" },
 };
 const OTHER = { variant: "info", title: "Ralex" };
 
@@ -67,6 +71,8 @@ export function createWatcher({ fetchImpl = globalThis.fetch, env = process.env,
   let busy = new Set();
   let pollTimer;
   let stopped = false;
+  let wantSummary = false; // a turn ended: show today's budget once the next answer comes
+  let summarizedSpent; // the spend the last summary showed (no summary when nothing was spent since)
 
   const safeLog = (level, message) => {
     try {
@@ -93,8 +99,19 @@ export function createWatcher({ fetchImpl = globalThis.fetch, env = process.env,
     }
   };
 
+  const summarize = (status) => {
+    const spent = Number(status.spent);
+    const text = typeof status.summary === "string" ? status.summary : "";
+    if (!wantSummary || !text || !Number.isFinite(spent)) return;
+    wantSummary = false;
+    if (summarizedSpent !== undefined && Math.abs(spent - summarizedSpent) < 1e-9) return;
+    summarizedSpent = spent;
+    pending.push({ kind: "summary", text });
+  };
+
   const receive = (status) => {
     if (!status || typeof status !== "object") throw new Error("the status is not a JSON object");
+    if (summarizedSpent === undefined && Number.isFinite(Number(status.spent))) summarizedSpent = Number(status.spent);
     const last = Number(status.last_event_id);
     const events = Array.isArray(status.events) ? status.events : [];
     if (since === undefined) {
@@ -102,10 +119,9 @@ export function createWatcher({ fetchImpl = globalThis.fetch, env = process.env,
       since = Number.isFinite(last) ? last : 0;
       const news = events.filter((e) => e && Date.parse(e.at) >= startedAt)
         .sort((a, b) => Number(a.id) - Number(b.id));
-      if (news.length) {
-        pending.push(...news);
-        if (!flushTimer) flush();
-      }
+      if (news.length) pending.push(...news);
+      summarize(status);
+      if (pending.length && !flushTimer) flush();
       return false;
     }
     if (Number.isFinite(last) && last < since) {
@@ -117,10 +133,9 @@ export function createWatcher({ fetchImpl = globalThis.fetch, env = process.env,
       .sort((a, b) => Number(a.id) - Number(b.id));
     for (const e of fresh) since = Math.max(since, Number(e.id));
     if (Number.isFinite(last) && last > since) since = last;
-    if (fresh.length) {
-      pending.push(...fresh);
-      if (!flushTimer) flush();
-    }
+    if (fresh.length) pending.push(...fresh);
+    summarize(status);
+    if (pending.length && !flushTimer) flush();
     return false;
   };
 
@@ -184,12 +199,14 @@ export function createWatcher({ fetchImpl = globalThis.fetch, env = process.env,
         if (kind === "retry") poll();
       } else if (kind === "idle") {
         if (busy.delete(id) && busy.size === 0) {
+          wantSummary = true;
           poll();
           schedule();
         }
       }
     } else if (event.type === "session.idle") {
       if (busy.delete(props.sessionID) && busy.size === 0) schedule();
+      wantSummary = true;
       poll();
     } else if (event.type === "session.deleted") {
       const id = props.info && props.info.id;
