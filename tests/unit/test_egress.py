@@ -6,6 +6,7 @@ tests/e2e/test_egress.py.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -138,11 +139,21 @@ def test_the_refusal_for_a_name_off_the_list_gives_the_users_command():
     assert "ralexctl sandbox network packages" in egress.refusal("offline", "pypi.org")
 
 
-def test_every_error_page_squid_can_name_is_a_verdict_with_its_text():
+def test_every_error_page_squid_can_name_is_a_verdict_with_its_own_text():
+    """Each `deny_info` page in the shipped squid.conf is one of ERROR_PAGES; its page holds the verdict's
+    refusal text, which names the host (but for a port) and differs from every other verdict's; and a log line naming the page
+    reads back as that verdict."""
+    root = Path(__file__).resolve().parents[2]
+    named = set(re.findall(r"^deny_info (ERR_RALEX_\w+) ", (root / "services/egress/egress.py").read_text(), re.M))
+    assert named == set(egress.ERROR_PAGES)
+    texts = {verdict: egress.refusal(verdict, "h.example") for verdict in egress.ERROR_PAGES.values()}
+    assert len(set(texts.values())) == len(texts)
     for page, verdict in egress.ERROR_PAGES.items():
-        assert page.startswith("ERR_RALEX_")
-        assert egress.refusal(verdict, "h.example") != egress.refusal("not_listed", "h.example") or \
-            verdict == "not_listed"
+        assert texts[verdict].startswith("403 Forbidden: "), texts[verdict]
+        assert ("h.example" in texts[verdict]) != (verdict == "port"), texts[verdict]  # a port is not about the host
+        line = f"1733390000.123 CONNECT h.example 443 403 TCP_DENIED/403 {page}"
+        access = egress.parse_access(line)
+        assert access is not None and access.verdict == verdict, (line, access)
 
 
 # --- ralexctl sandbox -------------------------------------------------------------------------------
