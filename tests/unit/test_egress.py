@@ -141,8 +141,8 @@ def test_the_refusal_for_a_name_off_the_list_gives_the_users_command():
 
 def test_every_error_page_squid_can_name_is_a_verdict_with_its_own_text():
     """Each `deny_info` page in the shipped squid.conf is one of ERROR_PAGES; its page holds the verdict's
-    refusal text, which names the host (but for a port) and differs from every other verdict's; and a log line naming the page
-    reads back as that verdict."""
+    refusal text, which names the host (but for a port) and differs from every other verdict's; and a log line
+    naming the page reads back as that verdict."""
     root = Path(__file__).resolve().parents[2]
     named = set(re.findall(r"^deny_info (ERR_RALEX_\w+) ", (root / "services/egress/egress.py").read_text(), re.M))
     assert named == set(egress.ERROR_PAGES)
@@ -153,7 +153,8 @@ def test_every_error_page_squid_can_name_is_a_verdict_with_its_own_text():
         assert ("h.example" in texts[verdict]) != (verdict == "port"), texts[verdict]  # a port is not about the host
         line = f"1733390000.123 CONNECT h.example 443 403 TCP_DENIED/403 {page}"
         access = egress.parse_access(line)
-        assert access is not None and access.verdict == verdict, (line, access)
+        assert access is not None, line
+        assert access.verdict == verdict, (line, access)
 
 
 # --- ralexctl sandbox -------------------------------------------------------------------------------
