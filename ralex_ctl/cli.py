@@ -17,7 +17,7 @@ import time
 import webbrowser
 from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Annotated, Any, NoReturn
+from typing import IO, Annotated, Any, Final, NoReturn
 
 import docker.errors
 import typer
@@ -33,7 +33,9 @@ from ralex_ctl.connect import connect_command
 from ralex_ctl.errors import RalexError
 from ralex_ctl.keys import keys_app
 from ralex_ctl.keys import summary_line as keys_summary
+from ralex_ctl.logview import LogView
 from ralex_ctl.project import (
+    DASHBOARD_PROFILE,
     REQUIRED,
     BadEnvValue,
     Project,
@@ -44,6 +46,7 @@ from ralex_ctl.project import (
     read_env_text,
     render_env,
     replace_file,
+    update_env,
 )
 from ralex_ctl.proxy_api import ProxyClient
 from ralex_ctl.sandbox import TOOLCHAINS, detect_toolchain, network_check, sandbox_app, toolchain_env
@@ -163,6 +166,8 @@ def init(
                        ] = None,
     agent: Annotated[str, typer.Option("--agent", help=f"The agent's toolchain: {', '.join(TOOLCHAINS)}, or auto "
                                        "(from the workspace's files: pyproject.toml means python).")] = "auto",
+    dashboard: Annotated[bool, typer.Option("--dashboard/--no-dashboard", help="Run the Grafana budget dashboard "
+                                            "(later: ralexctl dashboard on|off).")] = True,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing .env.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", "--non-interactive",
                                       help="Ask nothing; use options, environment and defaults.")] = False,
@@ -210,6 +215,7 @@ def init(
         "RALEX_DAILY_BUDGET": f"{amount:g}",
         "RALEX_TIMEZONE": timezone,
         "RALEX_WORKSPACE": workspace_value,
+        "COMPOSE_PROFILES": DASHBOARD_PROFILE if dashboard else "",
         **board.PROFILES[profile],
     }
     folder = workspace if workspace.is_absolute() else project.root / workspace
@@ -228,7 +234,7 @@ def init(
             os.chown(folder, uid, gid)
     console.print(f"[green]wrote[/green] {safe_line(project.env_path)} (budget {usd(amount)}/day, "
                   f"{safe_line(timezone)}, workspace {safe_line(workspace_value)}, {profile} memory profile, "
-                  f"{toolchain} toolchain, agent offline"
+                  f"{toolchain} toolchain, agent offline{'' if dashboard else ', no dashboard'}"
                   + (f", Compose project {safe_line(taken)}" if taken else "")
                   + f"; {safe_line(checked)}); next: ralexctl up", highlight=False)
 
@@ -351,12 +357,18 @@ def _budget_amount(value: str) -> float:
 # --- running ----------------------------------------------------------------------------------
 
 def _urls(project: Project) -> dict[str, str]:
+    """Where the user reaches the stack (the dashboard only when its profile is on)."""
     env = project.env()
-    return {
-        "dashboard": f"http://127.0.0.1:{env.get('RALEX_GRAFANA_PORT') or '3000'}/d/ralex-budget",
+    urls = {
         "proxy": f"http://127.0.0.1:{env.get('RALEX_PROXY_PORT') or '4000'}/v1",
         "prometheus": f"http://127.0.0.1:{env.get('RALEX_PROMETHEUS_PORT') or '9090'}",
     }
+    if project.dashboard:
+        urls = {"dashboard": f"http://127.0.0.1:{env.get('RALEX_GRAFANA_PORT') or '3000'}/d/ralex-budget", **urls}
+    return urls
+
+
+DASHBOARD_LOGIN: Final = "user admin, password: GRAFANA_ADMIN_PASSWORD in .env (ralexctl dashboard --password)"
 
 
 @app.command()
@@ -391,7 +403,8 @@ def up(
     console.print(f"[green]Ralex is up[/green] in {render.seconds(time.monotonic() - started)} "
                   f"(Compose project {safe_line(project.compose_project)})")
     for name, url in _urls(project).items():
-        console.print(f"  {name:<10} {safe_line(url)}")
+        login = f"  ({DASHBOARD_LOGIN})" if name == "dashboard" else ""
+        console.print(f"  {name:<10} {safe_line(url)}{login}", highlight=False)
     try:
         console.print(render.budget_line(ProxyClient(project).budget()))
     except RalexError as exc:
@@ -477,10 +490,19 @@ def down(
     stack.ensure_own(project, stack.containers(project))
     if volumes and not yes and not typer.confirm("Delete the ledger, metrics and agent sessions for good?"):
         raise typer.Exit(1)
-    result = subprocess.run(stack.compose_command(project, "down", *(["--volumes"] if volumes else [])),
-                            cwd=project.root, check=False)
+    started = time.monotonic()
+    result = subprocess.run(stack.compose_command(project, "--profile", DASHBOARD_PROFILE, "down",
+                                                  *(["--volumes"] if volumes else [])),
+                            cwd=project.root, env=stack.compose_env(), capture_output=True, text=True, check=False)
+    output = result.stdout + result.stderr
     if result.returncode != 0:
-        raise RalexError("docker compose down failed; see the output above")
+        raise RalexError(f"docker compose down failed ({result.returncode}): {_last_line(output)}")
+    removed = sum(1 for line in output.splitlines()
+                  if line.strip().startswith("Container ") and line.rstrip().endswith("Removed"))
+    kept = ("the ledger, metrics, agent sessions and caches are deleted" if volumes else
+            "the ledger, metrics and agent sessions are kept (ralexctl down --volumes deletes them)")
+    console.print(f"[green]Ralex is down[/green] in {render.seconds(time.monotonic() - started)}: {removed} "
+                  f"container{'s' if removed != 1 else ''} removed; {kept}. Start again: ralexctl up", highlight=False)
 
 
 @app.command()
@@ -547,20 +569,37 @@ def _firing_alerts(project: Project, states: list[stack.ServiceState]) -> list[d
         return None
 
 
+SESSION_ID: Final = re.compile(r"ses_[A-Za-z0-9]{1,64}")
+
+
 @app.command()
-def attach() -> None:
+def attach(
+    cont: Annotated[bool, typer.Option("--continue", "-c", help="Continue the last session.")] = False,
+    session: Annotated[str | None, typer.Option("--session", "-s", help="Continue this session (ses_..., as "
+                                                "OpenCode prints it on exit).")] = None,
+) -> None:
     """Open the OpenCode TUI inside the sandboxed agent container (in /workspace).
 
-    Leave with Ctrl-C or /exit: the agent server keeps running and your session is there next time.
-    Example: ralexctl attach
+    Leave with Ctrl-C or /exit: the agent server keeps running and your sessions are kept; come back to the
+    last one with --continue, or to any with --session ID.
+    Example: ralexctl attach --continue
     """
+    if cont and session:
+        raise RalexError("give --continue (the last session) or --session ID, not both")
+    if session is not None and not SESSION_ID.fullmatch(session):
+        raise RalexError(f"{safe_line(session)[:80]!r} is not an OpenCode session id (ses_ and letters or digits, "
+                         "as OpenCode prints on exit); the last session: ralexctl attach --continue")
     project = find_project()
     container = stack.running(project, "opencode")
     if not sys.stdin.isatty():
         raise RalexError("attach needs a terminal (a TTY); run it from an interactive shell")
-    args = ["docker", "exec", "-it", "-w", "/workspace", container.id, "opencode", "attach",
-            "http://127.0.0.1:4096"]
-    os.execvp(args[0], args)
+    args = ["docker", "exec", "-it", "-w", "/workspace", container.id, "opencode", "attach", "http://127.0.0.1:4096",
+            *(["--continue"] if cont else []), *(["--session", session] if session else [])]
+    code = subprocess.run(args, check=False).returncode
+    # OpenCode's exit hint names its own command, which runs only in the container: this one runs here.
+    console.print("continue later: ralexctl attach --continue (the last session) or ralexctl attach --session ID",
+                  highlight=False, style="grey50")
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -568,28 +607,98 @@ def logs(
     service: Annotated[str | None, typer.Argument(help="One service (default: all).")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming.")] = False,
     tail: Annotated[int, typer.Option("--tail", help="Lines per service.")] = 100,
+    raw: Annotated[bool, typer.Option("--raw", help="Compose's lines as they are (colour codes, LiteLLM's "
+                                                    "per-request lines and repeats included).")] = False,
 ) -> None:
-    """Show the stack's logs (Docker Compose).
+    """Show the stack's logs (Docker Compose), each line once and without colour codes.
 
     Example: ralexctl logs litellm -f
     """
     project = find_project()
     stack.ensure_own(project, stack.containers(project))
-    command = stack.compose_command(project, "logs", "--tail", str(tail), *(["-f"] if follow else []),
+    command = stack.compose_command(project, "logs", "--no-color", "--tail", str(tail), *(["-f"] if follow else []),
                                     *([service] if service else []))
-    raise typer.Exit(subprocess.run(command, cwd=project.root, check=False).returncode)
+    if raw:
+        raise typer.Exit(subprocess.run(command, cwd=project.root, check=False).returncode)
+    view = LogView()
+    with subprocess.Popen(command, cwd=project.root, env=stack.compose_env(), stdout=subprocess.PIPE,
+                          text=True, errors="replace", bufsize=1) as proc:
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                shown = view.line(line)
+                if shown is not None:
+                    sys.stdout.write(shown + "\n")
+                    sys.stdout.flush()
+        except KeyboardInterrupt:
+            proc.terminate()
+        code = proc.wait()
+    raise typer.Exit(code if code > 0 else 0)
 
 
 @app.command()
-def dashboard(open_browser: Annotated[bool, typer.Option("--open", help="Open it in a browser.")] = False) -> None:
-    """Print (or open) the Grafana budget dashboard URL.
+def dashboard(
+    action: Annotated[str | None, typer.Argument(help="on or off: run the dashboard or leave it out (kept in .env "
+                                                      "as COMPOSE_PROFILES).")] = None,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open it in a browser.")] = False,
+    password: Annotated[bool, typer.Option("--password", help="Print the admin password (from .env).")] = False,
+) -> None:
+    """Print the Grafana budget dashboard's URL and login (or turn the dashboard on or off).
 
     Example: ralexctl dashboard --open
     """
-    url = _urls(find_project())["dashboard"]
-    console.print(safe_line(url))
+    project = find_project()
+    if action is not None:
+        _dashboard_switch(project, action)
+        return
+    if not project.dashboard:
+        console.print("the dashboard is off (COMPOSE_PROFILES in .env); turn it on: ralexctl dashboard on. "
+                      "Today's spend without it: ralexctl status, ralexctl spend", highlight=False)
+        return
+    if password:
+        sys.stdout.write(project.env().get("GRAFANA_ADMIN_PASSWORD", "") + "\n")
+        return
+    url = _urls(project)["dashboard"]
+    console.print(safe_line(url), highlight=False)
+    console.print(DASHBOARD_LOGIN, highlight=False)
+    grafana = next((s for s in stack.states(project) if s.service == "grafana"), None)
+    if grafana is None or not grafana.ok:
+        state = "not created" if grafana is None or grafana.state == "absent" else f"{grafana.state}/{grafana.health}"
+        console.print(f"[yellow]Grafana is {state}[/yellow]: ralexctl up", highlight=False)
     if open_browser:
         webbrowser.open(url)
+
+
+def _dashboard_switch(project: Project, action: str) -> None:
+    """`dashboard on|off`: the profile in .env; off also stops and removes Grafana's container (its data volume
+    stays, so turning it back on keeps its settings)."""
+    if action not in ("on", "off"):
+        raise RalexError(f"unknown action {action!r}; use: ralexctl dashboard on, or ralexctl dashboard off")
+    text = project.env_path.read_text() if project.env_path.exists() else ""
+    value = DASHBOARD_PROFILE if action == "on" else ""
+    if "COMPOSE_PROFILES" in os.environ and os.environ["COMPOSE_PROFILES"] != value:
+        raise RalexError("COMPOSE_PROFILES is set in your shell and wins over .env; unset it (or set it to "
+                         f"{value!r}), then re-run: ralexctl dashboard {action}")
+    updated = update_env(text, {"COMPOSE_PROFILES": value}, "# The Grafana budget dashboard (ralexctl dashboard)")
+    if "COMPOSE_PROFILES" not in read_env_text(updated):  # off, and not in .env yet: write the empty value
+        updated += "\n# The Grafana budget dashboard (ralexctl dashboard)\nCOMPOSE_PROFILES=\n"
+    replace_file(project.env_path, updated.encode())
+    if action == "on":
+        console.print("[green]dashboard on[/green]; start it: ralexctl up", highlight=False)
+        return
+    removed = subprocess.run(stack.compose_command(project, "--profile", DASHBOARD_PROFILE, "rm", "--stop", "--force",
+                                                   "grafana"), cwd=project.root, env=stack.compose_env(),
+                             capture_output=True, text=True, check=False)
+    if removed.returncode != 0:
+        raise RalexError(f"could not stop Grafana ({_last_line(removed.stderr or removed.stdout)}); "
+                         "see: ralexctl logs grafana")
+    console.print("[green]dashboard off[/green]: Grafana is stopped and left out of `ralexctl up` (its data volume "
+                  "is kept); today's spend: ralexctl status", highlight=False)
+
+
+def _last_line(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if any(c.isalnum() for c in line)]
+    return safe_line(lines[-1] if lines else "no output")
 
 
 # --- money ------------------------------------------------------------------------------------
@@ -1013,8 +1122,9 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
                                 + "(see .env.example; a folder is ./name or an absolute path)"))
         running = {s.service for s in states if s.state == "running"}
         env = project.env()
-        for name, default in (("RALEX_PROXY_PORT", 4000), ("RALEX_GRAFANA_PORT", 3000),
-                              ("RALEX_PROMETHEUS_PORT", 9090)):
+        ports = (("RALEX_PROXY_PORT", 4000), *((("RALEX_GRAFANA_PORT", 3000),) if project.dashboard else ()),
+                 ("RALEX_PROMETHEUS_PORT", 9090))
+        for name, default in ports:
             port = int(env.get(name) or default)
             owner = {"RALEX_PROXY_PORT": "litellm", "RALEX_GRAFANA_PORT": "grafana",
                      "RALEX_PROMETHEUS_PORT": "prometheus"}[name]

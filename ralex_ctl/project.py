@@ -12,6 +12,7 @@ from typing import Final
 
 from ralex_ctl.errors import RalexError
 
+DASHBOARD_PROFILE: Final = "dashboard"
 REQUIRED: Final = ("OPENROUTER_API_KEY", "LITELLM_MASTER_KEY", "RALEX_AGENT_KEY", "POSTGRES_PASSWORD",
                    "RALEX_EXPORTER_DB_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
 _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
@@ -128,6 +129,13 @@ class Project:
 
     def setting(self, name: str, default: str = "") -> str:
         return self.env().get(name) or default
+
+    @property
+    def dashboard(self) -> bool:
+        """Whether the Grafana dashboard runs: its Compose profile is on (COMPOSE_PROFILES from the shell or
+        .env). An .env from before the profile has no COMPOSE_PROFILES: the dashboard ran then, so it does."""
+        profiles = self.env().get("COMPOSE_PROFILES")
+        return profiles is None or DASHBOARD_PROFILE in (p.strip() for p in profiles.split(","))
 
     def missing(self) -> list[str]:
         env = self.env()

@@ -16,7 +16,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from ralex_ctl.errors import RalexError
-from ralex_ctl.project import Project, normalize_project_name
+from ralex_ctl.project import DASHBOARD_PROFILE, Project, normalize_project_name
 
 SERVICES: Final = ("postgres", "litellm", "budget-exporter", "prometheus", "grafana", "egress", "opencode")
 
@@ -80,9 +80,10 @@ def _ports(container: Container) -> str:
 def states(project: Project, engine: docker.DockerClient | None = None,
            found: dict[str, Container] | None = None) -> list[ServiceState]:
     found = containers(project, engine) if found is None else found
+    wanted = [s for s in SERVICES if s != "grafana" or project.dashboard]  # the dashboard may be off
     result = []
-    for service in sorted({*SERVICES, *found}, key=lambda s: (s not in SERVICES, SERVICES.index(s)
-                                                              if s in SERVICES else 0, s)):
+    for service in sorted({*wanted, *found}, key=lambda s: (s not in SERVICES, SERVICES.index(s)
+                                                            if s in SERVICES else 0, s)):
         container = found.get(service)
         if container is None:
             result.append(ServiceState(service, "absent", "-", "", ""))
@@ -128,8 +129,9 @@ def compose_command(project: Project, *args: str) -> list[str]:
     one Compose would), so status, up, down, logs and attach always address the same stack."""
     if shutil.which("docker") is None:
         raise DockerUnavailable("the docker CLI is not installed; install Docker with the Compose v2 plugin")
+    profiles = [] if "COMPOSE_PROFILES" in project.env() else ["--profile", DASHBOARD_PROFILE]  # an older .env
     return ["docker", "compose", "--project-directory", str(project.root), "--project-name",
-            project.compose_project, *args]
+            project.compose_project, *profiles, *args]
 
 
 def compose_env() -> dict[str, str]:

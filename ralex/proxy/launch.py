@@ -132,8 +132,10 @@ def prepare() -> tuple[ProxySettings, Path]:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # One line per record, once: Ralex's own at INFO with time and name; everything else (LiteLLM, httpx,
+    # uvicorn's access log aside) from WARNING on, through the same root handler.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("ralex").setLevel(logging.INFO)
     try:
         settings, config_path = prepare()
     except (ConfigError, LedgerUnavailable) as exc:

@@ -17,7 +17,7 @@ from typing import Any, Final
 import httpx
 import psycopg
 
-from ralex.budget import budget_day
+from ralex.budget import budget_day, usd
 from ralex.config import load_config
 from ralex.engine import BudgetEngine, Crossing, InFlight
 from ralex.keys import ClientKey, ClientKeyError, check_name, hash_key, new_key, parse_key_budget
@@ -140,7 +140,7 @@ class ProxyRuntime:
                                     spent_by_key=spent_by_key, key_budgets=self._key_budgets(), day=today)
         for coro in (self._listen(), self._sweep(), self._refresh_prices()):
             self._spawn(coro)
-        log.info("ralex: budget %s/day (%s), $%.4f spent today", budget.daily_limit, budget.timezone, spent)
+        log.info("ralex: budget %s/day (%s), %s spent today", usd(budget.daily_limit), budget.timezone, usd(spent))
 
     async def stop(self, timeout: float = 8.0) -> None:
         """Drain the ledger writer; whatever Postgres did not take stays in the journal."""
@@ -247,8 +247,8 @@ class ProxyRuntime:
         self._spawn(self._store_crossing(crossing))
 
     async def _store_crossing(self, crossing: Crossing) -> None:
-        log.info("ralex: %d %% of the budget of %s reached ($%.4f of $%.2f)", crossing.threshold, crossing.day,
-                 crossing.spent, crossing.limit)
+        log.info("ralex: %d %% of the budget of %s reached (%s of %s)", crossing.threshold, crossing.day,
+                 usd(crossing.spent), usd(crossing.limit))
         delay = 0.5
         for _ in range(12):  # about ten minutes of Postgres outage; the next start re-detects it anyway
             try:
@@ -318,8 +318,9 @@ class ProxyRuntime:
             spent, by_key = await _spent_on(conn, day), await _spent_by_key_on(conn, day)
         if new != engine.settings:
             engine.apply_settings(new, spent, by_key, day=day)
-            log.info("ralex: budget settings now %s/day (%s), caps %s", new.daily_limit, new.timezone,
-                     {name: spec.max_cost_per_request for name, spec in engine.routing.aliases.items()})
+            log.info("ralex: budget settings now %s/day (%s), caps %s", usd(new.daily_limit), new.timezone,
+                     " · ".join(f"{name} {usd(spec.max_cost_per_request)}"
+                                for name, spec in engine.routing.aliases.items()))
 
     async def _sweep(self) -> None:
         horizon = self.settings.upstream_timeout * 2 + 60

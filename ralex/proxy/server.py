@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import stat
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -388,6 +389,33 @@ def tcp_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
+LITELLM_LOGGERS: Final = ("LiteLLM", "LiteLLM Proxy", "LiteLLM Router")
+_REFUSAL_TRACE: Final = re.compile(
+    r"_handle_llm_api_exception\(\): Exception occured - litellm_call_id=[^ ]{0,64} - 4\d\d: ")
+
+
+class _NoRefusalTraces(logging.Filter):
+    """Drops LiteLLM's ERROR record for a request Ralex refused on purpose (a 4xx with its own text): Ralex
+    logs the refusal itself, once. Matched on the record's first 200 characters, in linear time."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _REFUSAL_TRACE.search(record.getMessage()[:200])
+
+
+def quiet_litellm() -> None:
+    """LiteLLM's loggers at LITELLM_LOG (WARNING in the image), each record once through the root handler
+    (LiteLLM adds handlers of its own, which printed every line twice and raw ANSI colours), and no trace
+    for a refusal."""
+    level = getattr(logging, os.environ.get("LITELLM_LOG", "WARNING").upper(), logging.WARNING)
+    for name in LITELLM_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.handlers.clear()
+        logger.propagate = True
+        logger.filters[:] = [f for f in logger.filters if not isinstance(f, _NoRefusalTraces)]
+        logger.addFilter(_NoRefusalTraces())
+
+
 def serve(settings: ProxySettings, config_path: Path) -> None:
     """Run LiteLLM's proxy app behind the gate (what ``litellm --config ...`` would run, plus Ralex)."""
     import litellm
@@ -402,6 +430,7 @@ def serve(settings: ProxySettings, config_path: Path) -> None:
                        max_budget=None, drop_params=False, add_function_to_prompt=False, headers=None, save=False,
                        config=str(config_path), use_queue=False)
     register(app, runtime)
+    quiet_litellm()
     gate = Gate(app, runtime, max_body_bytes=settings.max_body_bytes, metrics_port=settings.metrics_port)
     sockets = [tcp_listener(settings.host, settings.port)]
     if settings.metrics_port is not None:  # /metrics only, no key: for Prometheus inside the stack's network

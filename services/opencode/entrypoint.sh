@@ -40,9 +40,9 @@ if [ -n "${NPM_CONFIG_CACHE:-}" ] && [ -d "$seed" ] && [ ! -f "$cache/.ralex-see
 fi
 # The container has no network: 127.0.0.1:4000 (RALEX_PROXY_URL) is relayed to the proxy's socket,
 # 127.0.0.1:3128 (HTTP(S)_PROXY) to the egress proxy's. A relay logs one line per failed connection
-# and keeps listening.
+# and keeps listening (no -d: a client hanging up mid-stream is not worth a warning).
 relay() {
-    socat -d -ls "TCP-LISTEN:$1,bind=127.0.0.1,reuseaddr,fork,nodelay" "UNIX-CONNECT:$2" 2>&1 \
+    socat -ls "TCP-LISTEN:$1,bind=127.0.0.1,reuseaddr,fork,nodelay" "UNIX-CONNECT:$2" 2>&1 \
         | sed -u "s|^.* E connect(.*): \(.*\)$|ralex-relay: $3 socket $2: \1|" >&2 &
 }
 if [ -n "${RALEX_AGENT_SOCKET:-}" ]; then
