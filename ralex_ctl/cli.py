@@ -661,7 +661,11 @@ def dashboard(
     url = _urls(project)["dashboard"]
     console.print(safe_line(url), highlight=False)
     console.print(DASHBOARD_LOGIN, highlight=False)
-    grafana = next((s for s in stack.states(project) if s.service == "grafana"), None)
+    try:
+        grafana = next((s for s in stack.states(project) if s.service == "grafana"), None)
+    except RalexError as exc:  # no Docker: the URL and login are still right
+        console.print(f"[yellow]cannot tell whether Grafana runs:[/yellow] {safe_line(exc)}", highlight=False)
+        grafana = stack.ServiceState("grafana", "running", "-", "", "")
     if grafana is None or not grafana.ok:
         state = "not created" if grafana is None or grafana.state == "absent" else f"{grafana.state}/{grafana.health}"
         console.print(f"[yellow]Grafana is {state}[/yellow]: ralexctl up", highlight=False)

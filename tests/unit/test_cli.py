@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ralex_ctl import render, stack
-from ralex_ctl.cli import _local_timezone, app
+from ralex_ctl.cli import _local_timezone, _urls, app
 from ralex_ctl.project import (
     REQUIRED,
     BadComposeSetting,
@@ -366,6 +366,62 @@ def test_ports_and_keys_from_the_shell_win_over_env(project: Path, monkeypatch: 
     assert ProxyClient(found).base == "http://127.0.0.1:15000"
     result = runner.invoke(app, ["dashboard"])
     assert "http://127.0.0.1:13000/d/ralex-budget" in result.output
+
+
+@pytest.mark.skipif(not compose_available(), reason="needs Docker Compose")
+def test_init_without_the_dashboard_leaves_grafana_out_of_compose_and_of_ralexctl(project: Path):
+    result = runner.invoke(app, ["init", "--openrouter-key", "sk-or-v1-abc", "--no-dashboard", "-y"])
+    assert result.exit_code == 0, result.output
+    assert "no dashboard" in result.output
+    assert read_env(project / ".env")["COMPOSE_PROFILES"] == ""
+    config = compose_config(project)
+    assert config.returncode == 0, config.stderr
+    assert "grafana" not in json.loads(config.stdout)["services"]
+    found = find_project()
+    assert not found.dashboard
+    assert "dashboard" not in _urls(found)
+    assert "--profile" not in stack.compose_command(found, "up")
+    shown = runner.invoke(app, ["dashboard"])
+    assert "the dashboard is off" in shown.output
+    assert "ralexctl dashboard on" in shown.output
+
+
+@pytest.mark.skipif(not compose_available(), reason="needs Docker Compose")
+def test_the_dashboard_is_on_by_default_and_switches_in_env(project: Path):
+    assert runner.invoke(app, ["init", "--openrouter-key", "sk-or-v1-abc", "-y"]).exit_code == 0
+    assert read_env(project / ".env")["COMPOSE_PROFILES"] == "dashboard"
+    assert "grafana" in json.loads(compose_config(project).stdout)["services"]
+    shown = runner.invoke(app, ["dashboard"])
+    assert "/d/ralex-budget" in shown.output
+    assert "user admin, password: GRAFANA_ADMIN_PASSWORD in .env" in shown.output
+    password = runner.invoke(app, ["dashboard", "--password"])
+    assert password.output.strip() == read_env(project / ".env")["GRAFANA_ADMIN_PASSWORD"]
+    on = runner.invoke(app, ["dashboard", "on"])
+    assert on.exit_code == 0, on.output
+    bad = runner.invoke(app, ["dashboard", "maybe"])
+    assert bad.exit_code == 1
+    assert "use: ralexctl dashboard on, or ralexctl dashboard off" in str(bad.exception)
+
+
+def test_an_env_from_before_the_profile_keeps_the_dashboard(project: Path):
+    (project / ".env").write_text("OPENROUTER_API_KEY=sk-or-v1-abc\n")
+    found = find_project()
+    assert found.dashboard
+    assert stack.compose_command(found, "up")[-3:] == ["--profile", "dashboard", "up"]
+
+
+@pytest.mark.parametrize("session", ["ses_", "ses_abc;rm -rf /", "abc", "ses_" + "a" * 65, "ses_\u2028x"])
+def test_attach_refuses_what_is_not_a_session_id(project: Path, session: str):
+    result = runner.invoke(app, ["attach", "--session", session])
+    assert result.exit_code == 1
+    assert "is not an OpenCode session id" in str(result.exception)
+    assert "\n" not in str(result.exception)
+
+
+def test_attach_takes_continue_or_a_session_not_both(project: Path):
+    result = runner.invoke(app, ["attach", "--continue", "--session", "ses_abc"])
+    assert result.exit_code == 1
+    assert "not both" in str(result.exception)
 
 
 class FakeEngine:
