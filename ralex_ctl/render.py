@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -135,6 +137,14 @@ def sparkline(values: list[float]) -> str:
     return "".join(BLOCKS[min(8, round(v / top * 8))] for v in values)
 
 
+def money_column(values: list[float]) -> Callable[[float], str]:
+    """One format for every amount of a table: the decimals its smallest non-zero amount needs (two
+    significant digits of it, 2 to 6 decimals), so $0.000012 never stands beside a bare $0.01."""
+    smallest = min((abs(v) for v in values if v), default=1.0)
+    decimals = 2 if smallest >= 0.01 else min(6, 1 - math.floor(math.log10(smallest)))
+    return lambda amount: f"${amount:,.{decimals}f}"
+
+
 def spend_table(spend: dict[str, Any]) -> Table:
     by = spend["by"]
     days = sorted({r["day"] for r in spend["rows"]})
@@ -144,18 +154,20 @@ def spend_table(spend: dict[str, Any]) -> Table:
     for r in spend["rows"]:
         cells[(r["day"], r["key"] or "-")] += r["spent"]
         requests[r["day"]] += r["requests"]
-    table = Table(title=f"Spend by {by}, last {spend['days']} days", title_justify="left", show_footer=True)
-    table.add_column("day", footer="total")
-    for key in keys:
-        table.add_column(safe_line(key), justify="right", footer=usd(sum(cells[(d, key)] for d in days)))
     totals = [sum(cells[(d, k)] for k in keys) for d in days]
-    table.add_column("total", justify="right", footer=usd(sum(totals)))
+    money = money_column([*cells.values(), *totals])
+    table = Table(title=f"Spend by {by}, last {spend['days']} days", title_justify="left", show_footer=True)
+    table.add_column("day", footer="total", no_wrap=True)
+    for key in keys:  # a name is never cut: it folds onto a second line when the terminal is narrow
+        table.add_column(safe_line(key), justify="right", overflow="fold", min_width=min(len(safe_line(key)), 40),
+                         footer=money(sum(cells[(d, key)] for d in days)))
+    table.add_column("total", justify="right", footer=money(sum(totals)))
     table.add_column("requests", justify="right", footer=str(sum(requests.values())))
-    table.add_column("", footer=sparkline(totals))
+    table.add_column("vs top", footer=sparkline(totals) if len(days) > 1 else "", no_wrap=True, overflow="crop")
     top = max(totals) if totals else 0
     for day, total in zip(days, totals, strict=True):
-        table.add_row(day, *[usd(cells[(day, k)]) for k in keys], usd(total), str(requests[day]),
-                      bar(total / top if top else 0, 12))
+        table.add_row(day, *[money(cells[(day, k)]) for k in keys], money(total), str(requests[day]),
+                      bar(total / top if top else 0, 8))
     return table
 
 

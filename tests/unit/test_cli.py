@@ -193,6 +193,23 @@ def test_spend_rendering_has_totals_and_bars():
     assert render.spend_csv(data).splitlines()[0] == "day,alias,requests,refusals,spent_usd"
 
 
+def test_spend_by_key_keeps_names_whole_and_every_amount_in_one_format():
+    data = {"days": 1, "by": "key", "today": "2026-11-26", "rows": [
+        {"day": "2026-11-26", "key": "claude-code-4f2a", "requests": 3, "refusals": 0, "spent": 0.01},
+        {"day": "2026-11-26", "key": "agent", "requests": 9, "refusals": 0, "spent": 0.000012},
+    ]}
+    from rich.console import Console
+
+    console = Console(width=80, record=True)
+    console.print(render.spend_table(data))
+    text = console.export_text()
+    assert "claude-code-4f2a" in text
+    assert "…" not in text
+    assert "$0.010000" in text
+    assert "$0.000012" in text
+    assert "vs top" in text
+
+
 def test_budget_line_shows_the_bar_then_the_proxys_summary_and_the_configured_alert_level():
     from datetime import datetime
 
