@@ -97,6 +97,16 @@ def test_doctor_passes_on_the_healthy_stack_without_the_dashboard(stack: Stack):
     assert checks["OpenRouter key"]["warn_only"]  # openrouter.invalid: unreachable, only a warning
 
 
+def test_a_second_up_keeps_every_running_container(stack: Stack):
+    """`ralexctl up` on a running stack changes nothing: an open TUI in the agent is never cut."""
+    services = ("opencode", "egress", "litellm", "postgres")
+    before = {s: (c["Id"], c["State"]["StartedAt"]) for s in services if (c := stack.container(s))}
+    again = stack.ralexctl("up", timeout=600)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    after = {s: (c["Id"], c["State"]["StartedAt"]) for s in services if (c := stack.container(s))}
+    assert after == before
+
+
 def test_status_is_fast(stack: Stack):
     started = time.monotonic()
     assert stack.ralexctl("status").returncode == 0
