@@ -1,14 +1,17 @@
-"""`ralexctl connect TOOL`: a fresh client key and the few lines that point a coding agent at Ralex.
+"""`ralexctl connect TOOL`: a client key and the few lines that point a coding agent at Ralex.
 
 Claude Code speaks Anthropic's ``/v1/messages``, Codex CLI OpenAI's ``/v1/responses`` and Aider chat
 completions; the proxy serves all three through the same budget. What each tool needs is a pure
 function of the proxy's address and the key (:func:`connection`), printed by the command.
 
+Each tool's key is kept in the project folder (``connect-keys.json``, mode 0600, :class:`KeyStore`), so
+re-running reuses it while the proxy still holds it active; ``--rotate`` makes a new one and revokes the old.
+
 With ``--write`` the settings go where the tool reads them instead (:func:`merged`, :func:`write_settings`):
 Codex's ``config.toml`` (a ``[model_providers.ralex]`` table, plus the ``ralex`` profile file that
 ``codex -p ralex`` layers on top), Claude Code's ``settings.json`` ``env`` and Aider's ``.aider.conf.yml``.
 Other content is kept, the old file is copied to ``NAME.bak-ralex`` and re-running replaces Ralex's
-part. The key is written only to that file (mode 0600) and shown once.
+part. The key is written only to that file (mode 0600); the terminal shows it masked.
 """
 
 from __future__ import annotations
@@ -30,11 +33,24 @@ from rich.console import Console
 
 from ralex_ctl.errors import RalexError
 from ralex_ctl.keys import _budget, _client, _name, allows_text
+from ralex_ctl.project import find_project, replace_file
+from ralex_ctl.proxy_api import ProxyClient
 from ralex_ctl.textout import safe_line
 
 TOOLS: Final = ("claude-code", "codex", "aider")
 notes = Console(stderr=True, soft_wrap=True, emoji=False)
 """Notes go to stderr, so ``eval "$(ralexctl connect aider)"`` sets the variables."""
+
+
+TASK: Final = "fix the typo in hello.py"
+CONTEXT_WINDOW: Final = 200_000
+"""The tokens a request may hold: smart's (anthropic/claude-sonnet-4.5), the smallest window ``auto`` may route to.
+Told to the clients so they compact in time instead of assuming a window of their own for an unknown model."""
+CLAUDE_RUN: Final = f'claude --permission-mode acceptEdits -p "{TASK}"'
+"""``-p`` alone may not edit files; ``acceptEdits`` lets Claude Code edit without asking (commands still ask)."""
+CODEX_EXEC: Final = "codex exec --sandbox workspace-write"
+"""``codex exec`` defaults to a read-only sandbox; ``workspace-write`` lets it write in the working folder."""
+CODEX_NOTES: Final = ("# outside a git repository add --skip-git-repo-check",)
 
 
 @dataclass(frozen=True)
@@ -44,6 +60,8 @@ class Connection:
     env: dict[str, str]
     files: dict[str, str] = field(default_factory=dict)
     run: str = ""
+    notes: tuple[str, ...] = ()
+    """Comment lines printed above ``run``."""
 
 
 def connection(tool: str, base: str, key: str) -> Connection:
@@ -55,12 +73,14 @@ def connection(tool: str, base: str, key: str) -> Connection:
             "ANTHROPIC_MODEL": "auto", "ANTHROPIC_DEFAULT_SONNET_MODEL": "auto",
             "ANTHROPIC_DEFAULT_OPUS_MODEL": "smart", "ANTHROPIC_DEFAULT_HAIKU_MODEL": "cheap",
             "CLAUDE_CODE_SUBAGENT_MODEL": "cheap", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        }, run='claude -p "fix the typo in hello.py"')
+            "CLAUDE_CODE_MAX_CONTEXT_TOKENS": str(CONTEXT_WINDOW),
+        }, run=CLAUDE_RUN)
     if tool == "codex":
-        config = (f'model = "auto"\nmodel_provider = "ralex"\n\n[model_providers.ralex]\nname = "Ralex"\n'
-                  f'base_url = "{base}/v1"\nenv_key = "RALEX_API_KEY"\nwire_api = "responses"\n')
+        config = (f'model = "auto"\nmodel_provider = "ralex"\nmodel_context_window = {CONTEXT_WINDOW}\n\n'
+                  f'[model_providers.ralex]\nname = "Ralex"\nbase_url = "{base}/v1"\nenv_key = "RALEX_API_KEY"\n'
+                  'wire_api = "responses"\n')
         return Connection(env={"RALEX_API_KEY": key}, files={"~/.codex/config.toml": config},
-                          run='codex exec "fix the typo in hello.py"')
+                          run=f'{CODEX_EXEC} "{TASK}"', notes=CODEX_NOTES)
     if tool == "aider":
         return Connection(env={"OPENAI_API_BASE": f"{base}/v1", "OPENAI_API_KEY": key},
                           run="aider --model openai/auto --weak-model openai/cheap")
@@ -72,7 +92,7 @@ def render(conn: Connection) -> str:
     for path, text in conn.files.items():
         lines += ["", f"# in {path}:", text.rstrip("\n")]
     if conn.run:
-        lines += ["", f"# then: {conn.run}"]
+        lines += ["", *conn.notes, f"# then: {conn.run}"]
     return "\n".join(lines) + "\n"
 
 
@@ -227,11 +247,17 @@ def write_settings(path: Path, text: str) -> Path | None:
     return backup
 
 
-CODEX_PROFILE: Final = 'model = "auto"\nmodel_provider = "ralex"\n'
+CODEX_PROFILE: Final = f'model = "auto"\nmodel_provider = "ralex"\nmodel_context_window = {CONTEXT_WINDOW}\n'
 """``codex -p ralex`` layers ``$CODEX_HOME/ralex.config.toml`` on the base config (Codex 0.171 refuses a
 ``[profiles.ralex]`` table in config.toml when ``-p ralex`` is given)."""
-RUN_WRITTEN: Final = {"codex": 'codex exec -p ralex "fix the typo in hello.py"',
-                      "claude-code": 'claude -p "fix the typo in hello.py"', "aider": "aider"}
+RUN_WRITTEN: Final = {"codex": f'{CODEX_EXEC} -p ralex "{TASK}"', "claude-code": CLAUDE_RUN, "aider": "aider"}
+NOTES_WRITTEN: Final = {"codex": CODEX_NOTES, "claude-code": (), "aider": ()}
+
+
+def masked(key: str) -> str:
+    """``key`` as the terminal may show it: enough to tell keys apart, never enough to use one."""
+    prefix = "sk-ralex-" if key.startswith("sk-ralex-") else ""
+    return f"{prefix}…{key[-4:]}" if len(key) > len(prefix) + 8 else "…"
 
 
 def _read(tool: str, path: Path) -> str | None:
@@ -244,10 +270,10 @@ def _read(tool: str, path: Path) -> str | None:
 
 
 def _write(tool: str, base: str, key: str, key_name: str) -> str:
-    """Write the tool's settings with ``key``; return what to print (the key appears in it once)."""
+    """Write the tool's settings with ``key``; return what to print (the key masked)."""
     path = settings_file(tool)
     new, block = merged(tool, path, _read(tool, path), base, key)
-    writes = [(path, new, block)]
+    writes = [(path, new, block.replace(key, masked(key)))]
     if tool == "codex":
         writes.append((path.with_name("ralex.config.toml"), CODEX_PROFILE, CODEX_PROFILE))
     lines: list[str] = []
@@ -258,39 +284,111 @@ def _write(tool: str, base: str, key: str, key_name: str) -> str:
         try:
             backup = write_settings(target, text)
         except OSError as exc:
-            raise RalexError(f"could not write {target} ({exc}); the key {key_name} was created: revoke it with "
-                             f"ralexctl keys revoke {key_name}, fix the permissions, then re-run") from None
+            raise RalexError(f"could not write {target} ({exc}); fix the permissions, then re-run: ralexctl "
+                             f"connect {tool} --write (it reuses the key {key_name})") from None
         kept = f"; the previous file is {backup}" if backup else ""
-        lines += [f"# wrote {target} (mode 0600{kept}):", shown.rstrip("\n"), ""]
-    return "\n".join([*lines, f"# then: {RUN_WRITTEN[tool]}"]) + "\n"
+        key_note = " with the key, shown masked" if key in text else ""
+        lines += [f"# wrote {target} (mode 0600{kept}){key_note}:", shown.rstrip("\n"), ""]
+    return "\n".join([*lines, *NOTES_WRITTEN[tool], f"# then: {RUN_WRITTEN[tool]}"]) + "\n"
+
+
+# --- the key each tool uses, kept for re-runs ----------------------------------------------------
+
+STORE_FILE: Final = "connect-keys.json"
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    name: str
+    key: str
+
+
+class KeyStore:
+    """``connect-keys.json`` in the project folder (mode 0600): ``{tool: {"name": ..., "key": ...}}``."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / STORE_FILE
+
+    def load(self) -> dict[str, StoredKey]:
+        """The stored keys; a file that is not such a map is reported in one line and treated as empty."""
+        try:
+            data: Any = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            notes.print(f"{self.path} cannot be read ({exc.__class__.__name__}); replacing it", highlight=False,
+                        markup=False)
+            return {}
+        if isinstance(data, dict) and all(
+                isinstance(v, dict) and isinstance(v.get("name"), str) and isinstance(v.get("key"), str)
+                for v in data.values()):
+            return {tool: StoredKey(v["name"], v["key"]) for tool, v in data.items()}
+        notes.print(f'{self.path} is not a map of tool: {{"name", "key"}}; replacing it', highlight=False,
+                    markup=False)
+        return {}
+
+    def save(self, keys: dict[str, StoredKey]) -> None:
+        data = {tool: {"name": k.name, "key": k.key} for tool, k in keys.items()}
+        replace_file(self.path, (json.dumps(data, indent=2) + "\n").encode(), 0o600)
+
+
+def _active(client: ProxyClient, name: str) -> dict[str, Any] | None:
+    """The proxy's view of key ``name`` if it exists and is not revoked."""
+    return next((k for k in client.keys()["keys"] if k["name"] == name and not k.get("revoked_at")), None)
 
 
 def connect_command(
     tool: Annotated[str, typer.Argument(help=f"One of: {', '.join(TOOLS)}.")],
-    name: Annotated[str | None, typer.Option("--name", "-n", help="The new key's name (default: TOOL-xxxx).")] = None,
-    budget: Annotated[str | None, typer.Option("--budget", "-b", help="Daily sub-budget in dollars (default: the "
-                                                                       "global budget only).")] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="The key's name (default: the stored key's, or "
+                                                                   "TOOL-xxxx for a new one).")] = None,
+    budget: Annotated[str | None, typer.Option("--budget", "-b", help="Daily sub-budget in dollars, also set on a "
+                                                                       "reused key (default: the global budget "
+                                                                       "only).")] = None,
     write: Annotated[bool, typer.Option("--write", "-w", help="Write the settings where the tool reads them "
                                         "(~/.codex/config.toml, ~/.claude/settings.json, ~/.aider.conf.yml; "
                                         "other content kept, old file saved as NAME.bak-ralex).")] = False,
+    rotate: Annotated[bool, typer.Option("--rotate", help="Create a new key for the tool and revoke the one "
+                                         "it used.")] = False,
 ) -> None:
-    """Create a key for a coding agent and print the lines that point it at Ralex (or write them, with --write).
+    """Point a coding agent at Ralex with a key of its own: print the lines to use (or write them, with --write).
 
+    The key is kept in connect-keys.json in the project folder and reused while it is active.
     Example: ralexctl connect claude-code --budget 2 --write
     """
     if tool not in TOOLS:
         raise RalexError(f"unknown tool {tool!r}; use one of: {', '.join(TOOLS)}")
-    key_name, limit = _name(name or f"{tool}-{secrets.token_hex(2)}"), _budget(budget)
+    wanted, limit = _name(name) if name else None, _budget(budget)
     client = _client()
     if write:  # a file that cannot be merged is refused before any key exists
         path = settings_file(tool)
         merged(tool, path, _read(tool, path), client.base, PLACEHOLDER)
-    created = client.add_key(key_name, limit)
-    notes.print(f"[green]key {safe_line(created['name'])} created[/green] ({allows_text(created)}); "
-                "it is shown only now:",
-                highlight=False)
-    if write:
-        sys.stdout.write(_write(tool, client.base, created["key"], created["name"]))
+    store = KeyStore(find_project().root)
+    keys = store.load()
+    old = keys.get(tool)
+    current = _active(client, old.name) if old else None
+    if old and current and not rotate and wanted in (None, old.name):
+        use = old
+        if budget is not None:
+            current = client.set_key_budget(old.name, limit)
+        notes.print(f"reusing key {safe_line(old.name)} ({allows_text(current)}); --rotate for a new one",
+                    highlight=False)
     else:
-        sys.stdout.write(render(connection(tool, client.base, created["key"])))
+        if old and not current:
+            notes.print(f"key {safe_line(old.name)} in {STORE_FILE} is revoked or gone; creating a new one",
+                        highlight=False)
+        created = client.add_key(wanted or f"{tool}-{secrets.token_hex(2)}", limit)
+        use = StoredKey(created["name"], created["key"])
+        store.save({**keys, tool: use})
+        notes.print(f"[green]key {safe_line(use.name)} created[/green] ({allows_text(created)}); kept in "
+                    f"{store.path} (mode 0600) for the next run", highlight=False)
+        if old and current and rotate:
+            client.revoke_key(old.name)
+            notes.print(f"key {safe_line(old.name)} revoked", highlight=False)
+        elif old and current:
+            notes.print(f"key {safe_line(old.name)} stays active; revoke it with: ralexctl keys revoke "
+                        f"{safe_line(old.name)}", highlight=False)
+    if write:
+        sys.stdout.write(_write(tool, client.base, use.key, use.name))
+    else:
+        sys.stdout.write(render(connection(tool, client.base, use.key)))
     sys.stdout.flush()

@@ -7,7 +7,7 @@ import json
 import stat
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -88,13 +88,28 @@ BAD = {"codex": 'model = "unterminated\n', "claude-code": '{"env": [', "aider": 
 
 
 class FreshKeys(FakeProxyAt):
-    """A new key per ``keys add``, so a second run can be told from the first."""
+    """Keys as the proxy holds them: a new key per ``keys add``, listed (revoked or not) by ``keys``."""
 
     serial = itertools.count(1)
+    held: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def add_key(self, name: str, budget: float | None) -> dict[str, Any]:
         self.calls.append(("add", (name, budget)))
-        return self._key(name, budget, key=f"sk-ralex-{next(self.serial):043d}")
+        self.held[name] = self._key(name, budget)
+        return {**self.held[name], "key": f"sk-ralex-{next(self.serial):043d}"}
+
+    def keys(self) -> dict[str, Any]:
+        return {"day": "2026-11-26", "keys": list(self.held.values())}
+
+    def revoke_key(self, name: str) -> dict[str, Any]:
+        self.calls.append(("revoke", (name,)))
+        self.held[name] = {**self.held[name], "revoked_at": "2026-11-26T11:00:00+01:00"}
+        return self.held[name]
+
+    def set_key_budget(self, name: str, budget: float | None) -> dict[str, Any]:
+        self.calls.append(("budget", (name, budget)))
+        self.held[name] = {**self.held[name], "daily_budget": budget}
+        return self.held[name]
 
 
 @pytest.fixture
@@ -105,6 +120,7 @@ def home(proxy: type[FakeProxyAt], tmp_path: Path, monkeypatch: pytest.MonkeyPat
     for name in ("CODEX_HOME", "CLAUDE_CONFIG_DIR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(ralex_ctl.keys, "ProxyClient", FreshKeys)
+    FreshKeys.held = {}
     return home
 
 
@@ -159,12 +175,14 @@ def test_write_merges_into_the_tools_file_keeps_the_rest_and_backs_up_the_old_on
     backup = path.with_name(path.name + BACKUP_SUFFIX)
     assert backup.read_text() == EXISTING[tool]
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600
-    assert result.stdout.count(key) == 1  # shown once, and written nowhere but the file
-    assert f"# wrote {path} (mode 0600; the previous file is {backup}):" in result.stdout
+    assert key not in result.output  # the key goes to the file only: the terminal shows it masked
+    assert f"sk-ralex-…{key[-4:]}" in result.stdout
+    assert "shown only now" not in result.output
+    assert f"# wrote {path} (mode 0600; the previous file is {backup}) with the key, shown masked:" in result.stdout
     assert sum(key in f.read_text() for f in home.rglob("*") if f.is_file()) == 1
     if tool == "codex":  # `codex -p ralex` layers this profile on config.toml
-        assert tomllib.loads((home / ".codex" / "ralex.config.toml").read_text()) == {"model": "auto",
-                                                                                     "model_provider": "ralex"}
+        assert tomllib.loads((home / ".codex" / "ralex.config.toml").read_text()) == {
+            "model": "auto", "model_provider": "ralex", "model_context_window": 200_000}
 
 
 @pytest.mark.parametrize("tool", TOOLS)
@@ -242,3 +260,105 @@ def test_write_follows_codex_home(home: Path, tmp_path: Path, monkeypatch: pytes
     assert runner.invoke(app, ["connect", "codex", "--write"]).exit_code == 0
     assert (tmp_path / "codex" / "config.toml").exists()
     assert not (home / ".codex").exists()
+
+
+# --- one key per tool, kept for re-runs -----------------------------------------------------------
+
+def stored(root: Path) -> dict[str, Any]:
+    path = root / "connect-keys.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    return dict(json.loads(path.read_text()))
+
+
+def key_of(tool: str, result: Any) -> str:
+    env = dict(line.removeprefix("export ").split("=", 1) for line in result.stdout.splitlines()
+               if line.startswith("export "))
+    return env[{"claude-code": "ANTHROPIC_AUTH_TOKEN", "codex": "RALEX_API_KEY", "aider": "OPENAI_API_KEY"}[tool]]
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_connect_again_reuses_the_tools_key_instead_of_creating_one(home: Path, project: Path, tool: str):  # noqa: F811
+    first = runner.invoke(app, ["connect", tool])
+    assert first.exit_code == 0, first.output
+    [(_, (name, _))] = FreshKeys.calls
+    assert stored(project) == {tool: {"name": name, "key": key_of(tool, first)}}
+    again = runner.invoke(app, ["connect", tool])
+    assert again.exit_code == 0, again.output
+    assert [call for call, _ in FreshKeys.calls] == ["add"]  # no second live key
+    assert again.stdout == first.stdout
+    assert f"reusing key {name} (no sub-budget: the day's budget and its tiers apply); --rotate for a new one" \
+        in again.stderr
+
+
+def test_connect_again_with_a_budget_sets_the_reused_keys_sub_budget(home: Path, project: Path):  # noqa: F811
+    assert runner.invoke(app, ["connect", "aider", "--name", "laptop-aider"]).exit_code == 0
+    again = runner.invoke(app, ["connect", "aider", "--budget", "3"])
+    assert again.exit_code == 0, again.output
+    assert FreshKeys.calls == [("add", ("laptop-aider", None)), ("budget", ("laptop-aider", 3.0))]
+    assert "reusing key laptop-aider ($3.00" in again.stderr
+
+
+def test_rotate_stores_a_new_key_then_revokes_the_old_one(home: Path, project: Path):  # noqa: F811
+    first = runner.invoke(app, ["connect", "codex", "--name", "laptop-codex"])
+    rotated = runner.invoke(app, ["connect", "codex", "--rotate", "--name", "laptop-codex-2"])
+    assert rotated.exit_code == 0, rotated.output
+    assert FreshKeys.calls == [("add", ("laptop-codex", None)), ("add", ("laptop-codex-2", None)),
+                               ("revoke", ("laptop-codex",))]
+    assert key_of("codex", rotated) != key_of("codex", first)
+    assert stored(project) == {"codex": {"name": "laptop-codex-2", "key": key_of("codex", rotated)}}
+    assert "key laptop-codex revoked" in rotated.stderr
+    again = runner.invoke(app, ["connect", "codex"])
+    assert key_of("codex", again) == key_of("codex", rotated)
+
+
+def test_a_revoked_stored_key_is_replaced_by_a_new_one(home: Path, project: Path):  # noqa: F811
+    assert runner.invoke(app, ["connect", "claude-code", "--name", "laptop-claude"]).exit_code == 0
+    assert runner.invoke(app, ["keys", "revoke", "laptop-claude"]).exit_code == 0
+    again = runner.invoke(app, ["connect", "claude-code"])
+    assert again.exit_code == 0, again.output
+    [(_, (new_name, _))] = [c for c in FreshKeys.calls if c[0] == "add"][1:]
+    assert new_name != "laptop-claude"
+    assert "key laptop-claude in connect-keys.json is revoked or gone; creating a new one" in again.stderr
+    assert stored(project)["claude-code"] == {"name": new_name, "key": key_of("claude-code", again)}
+
+
+def test_another_name_makes_a_new_key_and_leaves_the_old_one_active(home: Path, project: Path):  # noqa: F811
+    assert runner.invoke(app, ["connect", "aider", "--name", "laptop-aider"]).exit_code == 0
+    other = runner.invoke(app, ["connect", "aider", "--name", "desk-aider"])
+    assert other.exit_code == 0, other.output
+    assert FreshKeys.calls == [("add", ("laptop-aider", None)), ("add", ("desk-aider", None))]
+    assert stored(project)["aider"]["name"] == "desk-aider"
+    assert "key laptop-aider stays active; revoke it with: ralexctl keys revoke laptop-aider" in other.stderr
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"aider": "sk-ralex-x"}', "[]", '{"aider": {"name": 1}}'])
+def test_a_corrupt_key_file_is_said_in_one_line_and_replaced(home: Path, project: Path, text: str):  # noqa: F811
+    path = project / "connect-keys.json"
+    path.write_text(text)
+    result = runner.invoke(app, ["connect", "aider"])
+    assert result.exit_code == 0, result.output
+    [line] = [line for line in result.stderr.splitlines() if "connect-keys.json" in line and "replacing" in line]
+    assert line.endswith("replacing it")
+    assert [call for call, _ in FreshKeys.calls] == ["add"]
+    assert stored(project) == {"aider": {"name": FreshKeys.calls[0][1][0], "key": key_of("aider", result)}}
+
+
+def test_write_again_reuses_the_key_and_still_never_shows_it(home: Path, project: Path):  # noqa: F811
+    assert runner.invoke(app, ["connect", "claude-code", "--write"]).exit_code == 0
+    again = runner.invoke(app, ["connect", "claude-code", "--write"])
+    assert again.exit_code == 0, again.output
+    key = stored(project)["claude-code"]["key"]
+    assert [call for call, _ in FreshKeys.calls] == ["add"]
+    assert json.loads((home / FILES["claude-code"]).read_text())["env"]["ANTHROPIC_AUTH_TOKEN"] == key
+    assert key not in again.output
+    assert "reusing key" in again.stderr
+
+
+def test_the_printed_commands_edit_files_without_asking():
+    claude = connection("claude-code", "http://127.0.0.1:4000", KEY)
+    assert claude.run == 'claude --permission-mode acceptEdits -p "fix the typo in hello.py"'
+    assert claude.env["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] == "200000"  # known window: no unknown-model notice
+    codex = render(connection("codex", "http://127.0.0.1:4000", KEY))
+    assert '# then: codex exec --sandbox workspace-write "fix the typo in hello.py"' in codex
+    assert "# outside a git repository add --skip-git-repo-check" in codex
+    assert "model_context_window = 200000" in codex
