@@ -12,9 +12,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ralex_ctl import alerts, cli
+from ralex_ctl import alerts
 from ralex_ctl.alerts import AlertSettingError, Receiver, check_target, render, update_env
-from ralex_ctl.project import read_env
+from ralex_ctl.cli import alerts as alert_commands
+from ralex_ctl.cli import app
+from ralex_ctl.cli.doctor import _alerts_check
+from ralex_ctl.project import find_project, read_env
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -199,13 +202,13 @@ def use(monkeypatch: pytest.MonkeyPatch, manager: FakeAlertmanager | None = None
         made.append(manager or FakeAlertmanager(project, rejects))
         return made[-1]
 
-    monkeypatch.setattr(cli, "_alertmanager", build)
+    monkeypatch.setattr(alert_commands, "_alertmanager", build)
     return made
 
 
 def test_add_writes_env_and_a_private_config_checked_first(project: Path, monkeypatch: pytest.MonkeyPatch):
     made = use(monkeypatch)
-    result = runner.invoke(cli.app, ["alerts", "add", "ntfy", "https://ntfy.sh/my-topic"])
+    result = runner.invoke(app, ["alerts", "add", "ntfy", "https://ntfy.sh/my-topic"])
     assert result.exit_code == 0, result.output
     assert "alerts go to ntfy https://ntfy.sh/…opic; wrote alertmanager/alertmanager.yml; Alertmanager reads it " \
            "when it starts" in result.output
@@ -214,11 +217,11 @@ def test_add_writes_env_and_a_private_config_checked_first(project: Path, monkey
     assert made[0].checked == [config.read_text()]
     assert stat.S_IMODE(config.stat().st_mode) == 0o640
     assert config.stat().st_gid == os.getgid()
-    listed = runner.invoke(cli.app, ["alerts", "list", "--json"])
+    listed = runner.invoke(app, ["alerts", "list", "--json"])
     assert '"kind": "ntfy"' in listed.output
     assert '"config": "current"' in listed.output
 
-    removed = runner.invoke(cli.app, ["alerts", "remove", "ntfy"])
+    removed = runner.invoke(app, ["alerts", "remove", "ntfy"])
     assert removed.exit_code == 0, removed.output
     assert read_env(project / ".env")["RALEX_ALERT_NTFY_URL"] == ""
     assert yaml.safe_load(config.read_text())["receivers"] == [{"name": "ralex"}]
@@ -235,7 +238,7 @@ def test_add_writes_env_and_a_private_config_checked_first(project: Path, monkey
 def test_bad_input_writes_nothing(project: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str):
     use(monkeypatch, rejects="unsupported scheme" if "webhook" in args else None)
     before = (project / ".env").read_text()
-    result = runner.invoke(cli.app, args)
+    result = runner.invoke(app, args)
     assert result.exit_code == 1
     assert message in str(result.exception)
     assert (project / ".env").read_text() == before
@@ -244,8 +247,8 @@ def test_bad_input_writes_nothing(project: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_email_with_smtp_options_stores_them_in_env(project: Path, monkeypatch: pytest.MonkeyPatch):
     use(monkeypatch)
-    result = runner.invoke(cli.app, ["alerts", "add", "email", "me@example.com", "--smtp-host", "smtp.example.com:587",
-                                     "--smtp-from", "ralex@example.com"])
+    result = runner.invoke(app, ["alerts", "add", "email", "me@example.com", "--smtp-host", "smtp.example.com:587",
+                                 "--smtp-from", "ralex@example.com"])
     assert result.exit_code == 0, result.output
     env = read_env(project / ".env")
     assert (env["RALEX_ALERT_EMAIL_TO"], env["RALEX_SMTP_HOST"], env["RALEX_SMTP_FROM"]) == (
@@ -254,24 +257,24 @@ def test_email_with_smtp_options_stores_them_in_env(project: Path, monkeypatch: 
 
 def test_doctor_says_when_no_receiver_is_set_and_when_the_config_is_stale(project: Path,
                                                                           monkeypatch: pytest.MonkeyPatch):
-    check = cli._alerts_check(cli.find_project())
+    check = _alerts_check(find_project())
     assert (check.ok, check.warn_only) == (False, True)
     assert "none: budget alerts stay in Prometheus and Grafana" in check.detail
     assert check.fix.startswith("ralexctl alerts add ntfy https://ntfy.sh/")
     env = project / ".env"
     env.write_text(update_env(env.read_text(), {"RALEX_ALERT_WEBHOOK_URL": "https://example.com/hook"}))
-    check = cli._alerts_check(cli.find_project())
+    check = _alerts_check(find_project())
     assert (check.ok, check.fix) == (False, "ralexctl alerts apply")
     use(monkeypatch)
-    assert runner.invoke(cli.app, ["alerts", "apply"]).exit_code == 0
-    check = cli._alerts_check(cli.find_project())
+    assert runner.invoke(app, ["alerts", "apply"]).exit_code == 0
+    check = _alerts_check(find_project())
     assert check.ok, check.detail
     assert check.detail == "webhook; alertmanager/alertmanager.yml matches .env"
 
 
 def test_alerts_commands_have_help_with_an_example():
     for command in ("list", "add", "remove", "apply", "test"):
-        result = runner.invoke(cli.app, ["alerts", command, "--help"])
+        result = runner.invoke(app, ["alerts", command, "--help"])
         assert result.exit_code == 0, command
         assert "Example" in result.output, command
         assert "ralexctl alerts" in result.output, command

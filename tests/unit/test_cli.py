@@ -16,7 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ralex_ctl import render, stack
-from ralex_ctl.cli import _local_timezone, _urls, app
+from ralex_ctl.cli import app
+from ralex_ctl.cli.stack import _local_timezone, _urls
 from ralex_ctl.project import (
     REQUIRED,
     BadComposeSetting,
@@ -251,7 +252,7 @@ PROMPTS = {
 @pytest.mark.parametrize("accepted", [*PROMPTS, "every"])
 def test_accepting_a_prompts_default_writes_an_env_compose_accepts(project: Path, monkeypatch: pytest.MonkeyPatch,
                                                                    accepted: str):
-    monkeypatch.setattr("ralex_ctl.cli._stdin_is_terminal", lambda: True)
+    monkeypatch.setattr("ralex_ctl.cli.stack._stdin_is_terminal", lambda: True)
     args = ["init"]
     for prompt, (answer, _, _) in PROMPTS.items():
         if accepted not in (prompt, "every"):
@@ -560,7 +561,7 @@ def test_up_prints_plain_progress_and_a_summary_when_not_on_a_terminal(project: 
 
 @pytest.mark.skipif(not compose_available(), reason="needs Docker Compose")
 def test_doctor_names_the_variable_of_an_env_written_before_this_check(project: Path):
-    from ralex_ctl.cli import _culprit
+    from ralex_ctl.cli.stack import env_culprit
 
     assert runner.invoke(app, ["init", "--openrouter-key", "sk-or-v1-abc", "-y"]).exit_code == 0
     env = project / ".env"
@@ -568,7 +569,7 @@ def test_doctor_names_the_variable_of_an_env_written_before_this_check(project: 
     problem = stack.compose_config_error(find_project())
     assert problem is not None
     assert "undefined volume workspace" in problem
-    assert _culprit(problem, read_env(env)) == ("RALEX_WORKSPACE", "RALEX_WORKSPACE=workspace")
+    assert env_culprit(problem, read_env(env)) == ("RALEX_WORKSPACE", "RALEX_WORKSPACE=workspace")
 
 
 # --- keys ----------------------------------------------------------------------------------------
@@ -610,13 +611,13 @@ class FakeProxy:
 
 @pytest.fixture
 def fake_proxy(project: Path, monkeypatch: pytest.MonkeyPatch) -> type[FakeProxy]:
-    import ralex_ctl.cli
+    import ralex_ctl.cli.budget
     import ralex_ctl.keys
 
     (project / ".env").write_text("LITELLM_MASTER_KEY=sk-master\n")
     FakeProxy.calls = []
     monkeypatch.setattr(ralex_ctl.keys, "ProxyClient", FakeProxy)
-    monkeypatch.setattr(ralex_ctl.cli, "ProxyClient", FakeProxy)
+    monkeypatch.setattr(ralex_ctl.cli.budget, "ProxyClient", FakeProxy)
     return FakeProxy
 
 
@@ -687,7 +688,7 @@ def test_status_shows_one_line_of_key_spend_when_there_are_keys():
 
 
 def test_doctor_says_when_the_workspace_is_not_the_agents_users(tmp_path: Path):
-    from ralex_ctl.cli import _workspace_check
+    from ralex_ctl.cli.doctor import _workspace_check
 
     (tmp_path / "ws").mkdir()
     st = (tmp_path / "ws").stat()

@@ -21,6 +21,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from ralex_ctl import cli, stack
+from ralex_ctl.cli.output import STATE
+from ralex_ctl.cli.stack import _compose_up_failure
 from ralex_ctl.errors import RalexError
 from ralex_ctl.textout import LIMIT, safe_line
 
@@ -56,7 +58,7 @@ def error_path(text: str) -> tuple[int | str | None, str, str]:
         raise RalexError(text)
 
     out, err = io.StringIO(), io.StringIO()
-    with mock.patch.object(cli, "app", failing_app), mock.patch.dict(cli.STATE, {"verbose": False}), \
+    with mock.patch.object(cli, "app", failing_app), mock.patch.dict(STATE, {"verbose": False}), \
             contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_info:
         cli.main()
     return exit_info.value.code, out.getvalue(), err.getvalue()
@@ -204,8 +206,8 @@ def test_a_failed_build_is_its_last_meaningful_line_and_the_way_to_the_whole_log
     progress = stack.UpProgress("ralex", ["postgres", "litellm"])
     for at, line in enumerate(BUILD_FAILURE.splitlines()):
         progress.feed(line, float(at))
-    message = cli._compose_up_failure(SimpleNamespace(root=Path("/srv/ralex [test]")), 17,
-                                      BUILD_FAILURE.splitlines(), progress)
+    message = _compose_up_failure(SimpleNamespace(root=Path("/srv/ralex [test]")), 17,
+                                  BUILD_FAILURE.splitlines(), progress)
     assert message.startswith('docker compose up failed (17): failed to solve: process "/bin/sh -c pip install '
                               '--no-cache-dir nope==9" did not complete successfully: exit code: 1; not ready: ')
     assert "litellm: building (step 3/8: RUN pip install --no-cache-dir nope==9)" in message
@@ -219,11 +221,11 @@ def test_a_failed_start_names_the_unhealthy_container_and_the_logs():
     output = [" Container ralex-postgres-1  Started", " Container ralex-litellm-1  Waiting",
               "container ralex-litellm-1 is unhealthy", ""]
     progress = stack.UpProgress("ralex", ["postgres", "litellm"])
-    message = cli._compose_up_failure(SimpleNamespace(root=Path("/srv")), 1, output, progress)
+    message = _compose_up_failure(SimpleNamespace(root=Path("/srv")), 1, output, progress)
     assert message.startswith("docker compose up failed (1): container ralex-litellm-1 is unhealthy; not ready: ")
     assert message.endswith("; see `ralexctl logs`")
-    assert cli._compose_up_failure(SimpleNamespace(root=Path("/srv")), 3, ["", "-----"],
-                                   stack.UpProgress("ralex", [])).startswith(
+    assert _compose_up_failure(SimpleNamespace(root=Path("/srv")), 3, ["", "-----"],
+                               stack.UpProgress("ralex", [])).startswith(
         "docker compose up failed (3): no output, exit code 3; see")
 
 
