@@ -19,9 +19,6 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 DOCS = (README, *sorted((ROOT / "docs").glob("*.md")))
 
-# Options the docs announce that are landing in parallel: tolerated while absent. Delete an entry
-# once its option exists (the test then checks it like any other).
-PENDING: frozenset[tuple[str, str]] = frozenset({("connect", "--rotate")})
 
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 SPAN = re.compile(r"`([^`\n]+)`")
@@ -81,7 +78,7 @@ def resolve(tokens: list[str]) -> tuple[list[str], list[str]]:
         token = rest.pop(0)
         if token.startswith("-"):
             flag = token.split("=", 1)[0]
-            if len(flag) > 1 and flag not in _options(command) and (" ".join(path), flag) not in PENDING:
+            if len(flag) > 1 and flag not in _options(command):
                 problems.append(f"`{' '.join(['ralexctl', *path])}` has no option {flag}")
             continue
         if isinstance(getattr(command, "commands", None), dict):
