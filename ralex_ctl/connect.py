@@ -30,7 +30,9 @@ from typing import Annotated, Any, Final
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
+from ralex.keys import ClientKeyError, check_name
 from ralex_ctl.errors import RalexError
 from ralex_ctl.keys import _budget, _client, _name, allows_text
 from ralex_ctl.project import find_project, replace_file
@@ -319,9 +321,8 @@ class KeyStore:
             notes.print(f"{self.path} cannot be read ({exc.__class__.__name__}); replacing it", highlight=False,
                         markup=False)
             return {}
-        if isinstance(data, dict) and all(
-                isinstance(v, dict) and isinstance(v.get("name"), str) and isinstance(v.get("key"), str)
-                for v in data.values()):
+        if isinstance(data, dict) and all(isinstance(v, dict) and _valid_name(v.get("name"))
+                                          and isinstance(v.get("key"), str) and v["key"] for v in data.values()):
             return {tool: StoredKey(v["name"], v["key"]) for tool, v in data.items()}
         notes.print(f'{self.path} is not a map of tool: {{"name", "key"}}; replacing it', highlight=False,
                     markup=False)
@@ -330,6 +331,13 @@ class KeyStore:
     def save(self, keys: dict[str, StoredKey]) -> None:
         data = {tool: {"name": k.name, "key": k.key} for tool, k in keys.items()}
         replace_file(self.path, (json.dumps(data, indent=2) + "\n").encode(), 0o600)
+
+
+def _valid_name(name: object) -> bool:
+    try:
+        return check_name(name) == name
+    except ClientKeyError:
+        return False
 
 
 def _active(client: ProxyClient, name: str) -> dict[str, Any] | None:
@@ -380,7 +388,7 @@ def connect_command(
         use = StoredKey(created["name"], created["key"])
         store.save({**keys, tool: use})
         notes.print(f"[green]key {safe_line(use.name)} created[/green] ({allows_text(created)}); kept in "
-                    f"{store.path} (mode 0600) for the next run", highlight=False)
+                    f"{escape(safe_line(str(store.path)))} (mode 0600) for the next run", highlight=False)
         if old and current and rotate:
             client.revoke_key(old.name)
             notes.print(f"key {safe_line(old.name)} revoked", highlight=False)

@@ -331,10 +331,11 @@ def test_another_name_makes_a_new_key_and_leaves_the_old_one_active(home: Path, 
     assert "key laptop-aider stays active; revoke it with: ralexctl keys revoke laptop-aider" in other.stderr
 
 
-@pytest.mark.parametrize("text", ["{not json", '{"aider": "sk-ralex-x"}', "[]", '{"aider": {"name": 1}}'])
-def test_a_corrupt_key_file_is_said_in_one_line_and_replaced(home: Path, project: Path, text: str):  # noqa: F811
+@pytest.mark.parametrize("data", [b"{not json", b'{"aider": "sk-ralex-x"}', b"[]", b'{"aider": {"name": 1}}',
+                                  b'{"aider": {"name": "../../budget", "key": "sk-ralex-x"}}', b"\xff\xfe"])
+def test_a_corrupt_key_file_is_said_in_one_line_and_replaced(home: Path, project: Path, data: bytes):  # noqa: F811
     path = project / "connect-keys.json"
-    path.write_text(text)
+    path.write_bytes(data)
     result = runner.invoke(app, ["connect", "aider"])
     assert result.exit_code == 0, result.output
     [line] = [line for line in result.stderr.splitlines() if "connect-keys.json" in line and "replacing" in line]
