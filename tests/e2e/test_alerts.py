@@ -236,7 +236,7 @@ def test_each_threshold_reaches_every_receiver_once(alerting: Stack, figures: di
     assert {d["day"] for d in by_threshold.values()} == {day}
     assert {d["alertname"] for d in by_threshold.values()} == {"RalexBudgetThreshold"}
     eighty = by_threshold["80"]["text"]
-    assert re.match(r"80 % of today's budget was spent \(at \$0\.\d{4} of \$0\.\d{4}\); now \$0\.\d{4} of \$0\.\d{4} "
+    assert re.match(r"80 % of today's budget was spent \(at \$0\.\d+ of \$0\.\d+\); now \$0\.\d+ of \$0\.\d+ "
                     r"spent \(\d+(\.\d+)?%\); .+; resets at midnight \(in .+\); raise it: ralexctl budget set \d+$",
                     eighty), eighty
     assert by_threshold["100"]["title"] == "Today's Ralex budget ran out"

@@ -39,8 +39,8 @@ def test_status_renders_services_and_the_budget_bar(stack: Stack):
     result = stack.ralexctl("status")
     assert result.returncode == 0
     assert "litellm" in result.stdout
-    assert "tier full" in result.stdout
-    assert "resets in" in result.stdout
+    assert "tier full (smart and cheap)" in result.stdout
+    assert "resets at 00:00" in result.stdout
 
 
 def test_budget_set_is_live_through_the_proxy(stack: Stack):
