@@ -256,6 +256,34 @@ def test_each_threshold_reaches_every_receiver_once(alerting: Stack, figures: di
     shown = stack.ralexctl("status")
     assert "A request did not fit in what was left of today's budget (at $" in shown.stdout
 
+    # One story everywhere: the next request's 402, the agent's toast event, the webhook that was sent,
+    # `ralexctl status` and its summary name the same amounts; after a raise, the firing alert keeps the
+    # crossing's figures and tells now's.
+    agent = {"Authorization": f"Bearer {stack.env['RALEX_AGENT_KEY']}"}
+    refusal = httpx.post(f"{stack.proxy}/v1/chat/completions", headers=agent, timeout=60,
+                         json={"model": "auto", "messages": [{"role": "user", "content": "fix the typo in a.py"}]})
+    assert refusal.status_code == 402, refusal.text
+    message = refusal.json()["error"]["message"]
+    now = budget(stack)
+    spent_text, limit_text = usd(now["spent"]), usd(now["limit"])
+    assert message.startswith(f"Daily budget {limit_text} exhausted ({spent_text} spent"), message
+    events = httpx.get(f"{stack.proxy}/ralex/status", headers=agent, timeout=10).json()
+    assert any(e["kind"] == "refused" and message.startswith(e["text"][:200]) for e in events["events"]), events
+    assert events["summary"].startswith(f"{spent_text} of {limit_text} spent"), events["summary"]
+    sent = by_threshold["100"]["text"]
+    assert f"of {limit_text}); now {spent_text} of {limit_text} spent" in sent, sent
+    then = sent.split("(at ", 1)[1].split(")", 1)[0]
+    put_budget(stack, daily_limit=5)
+
+    def retold() -> str | None:
+        firing = json.loads(stack.ralexctl("status", "--json").stdout)["alerts_firing"] or []
+        hundred = next((a for a in firing if a["threshold"] == "100" and a["budget_day"] == day), None)
+        text = hundred["description"] if hundred else ""
+        return text if f"(at {then}); now {spent_text} of $5.00 spent" in text else None
+    wait_until(retold, 60, interval=2, what="the firing alert to tell the raise")
+    status = json.loads(stack.ralexctl("status", "--json").stdout)
+    assert status["budget"]["summary"].startswith(f"{spent_text} of $5.00 spent"), status["budget"]["summary"]
+
 
 def test_a_raised_budget_an_exporter_restart_and_time_repeat_nothing(alerting: Stack):
     stack = alerting
