@@ -237,12 +237,14 @@ SPEND_GROUPS: Final = {"alias": "alias_routed", "model": "upstream_model", "reas
 
 
 def spend_query(by: str) -> str:
-    """Spend per budget day (the last N up to a given day) grouped by alias, model or routing reason."""
+    """Spend per budget day (the last N up to a given day, never a later one: a timezone moved east and back
+    leaves rows on tomorrow's date) grouped by alias, model or routing reason. Parameters: the day, N."""
     column = SPEND_GROUPS[by]
     return (
         f"SELECT budget_day, {column} AS key, coalesce(sum(requests) FILTER (WHERE status <> 'refused'), 0),"
         " coalesce(sum(requests) FILTER (WHERE status = 'refused'), 0), sum(spent_usd)"
-        " FROM daily_breakdown WHERE budget_day > %s - %s::int GROUP BY 1, 2 ORDER BY 1, 2"
+        " FROM daily_breakdown WHERE budget_day > %(day)s - %(days)s::int AND budget_day <= %(day)s"
+        " GROUP BY 1, 2 ORDER BY 1, 2"
     )
 
 

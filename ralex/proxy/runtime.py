@@ -406,7 +406,7 @@ class ProxyRuntime:
             raise ValueError("days must be between 1 and 366")
         today = (await self.ready()).today()  # rolled over: no request may have come since midnight
         async with await psycopg.AsyncConnection.connect(self.settings.database_url, connect_timeout=5) as conn:
-            cursor = await conn.execute(spend_query(by), (today, days))
+            cursor = await conn.execute(spend_query(by), {"day": today, "days": days})
             rows = await cursor.fetchall()
         return {"days": days, "by": by, "today": today.isoformat(), "rows": [
             {"day": r[0].isoformat(), "key": r[1], "requests": int(r[2]), "refusals": int(r[3]),
