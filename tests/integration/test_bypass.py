@@ -236,7 +236,7 @@ def test_the_agent_may_read_its_budget_status_and_nothing_more(live: Proxy, upst
     assert refused.status_code == 402  # ... and the day cannot pay for more: 100 %
     status = httpx.get(f"{base}/ralex/status", headers=AGENT, params={"since": 0}).json()
     assert set(status) == {"limit", "spent", "remaining", "fraction_used", "tier", "alert_level", "thresholds",
-                           "resets_at", "timezone", "events", "last_event_id"}
+                           "resets_at", "timezone", "summary", "events", "last_event_id"}
     assert status["thresholds"] == [50, 80, 95, 100]
     assert status["alert_level"] == 100
     refusals = [e["text"] for e in status["events"] if e["kind"] == "refused"]
