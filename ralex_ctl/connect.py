@@ -85,8 +85,30 @@ def connection(tool: str, base: str, key: str) -> Connection:
                           run=f'{CODEX_EXEC} "{TASK}"', notes=CODEX_NOTES)
     if tool == "aider":
         return Connection(env={"OPENAI_API_BASE": f"{base}/v1", "OPENAI_API_KEY": key},
-                          run="aider --model openai/auto --weak-model openai/cheap")
+                          run="aider --model openai/auto --weak-model openai/cheap", notes=AIDER_NOTES)
     raise RalexError(f"unknown tool {tool!r}; use one of: {', '.join(TOOLS)}")
+
+
+AIDER_METADATA: Final = ".aider.model.metadata.json"
+AIDER_NOTES: Final = (f"# Aider warns of an unknown context window unless ~/{AIDER_METADATA} knows the models: "
+                      "ralexctl connect aider --write writes it",)
+AIDER_MODELS: Final = {f"openai/{alias}": {
+    "max_input_tokens": CONTEXT_WINDOW, "max_output_tokens": 8192, "input_cost_per_token": 0,
+    "output_cost_per_token": 0, "litellm_provider": "openai", "mode": "chat",
+} for alias in ("auto", "cheap", "smart", "yolo")}
+"""What Aider reads from ~/.aider.model.metadata.json so it knows Ralex's models (no "Unknown context window"
+warning). No price: Ralex picks the model per request, so Aider cannot know one; `ralexctl status` does."""
+
+
+def aider_metadata(path: Path, existing: str | None) -> str:
+    """``existing`` (Aider's model metadata, other models kept) with Ralex's entries added or replaced."""
+    try:
+        data: Any = json.loads(existing) if existing and existing.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise _rerun("aider", path, f"is not plain JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise _rerun("aider", path, "is not a JSON object of model: metadata")
+    return json.dumps({**data, **AIDER_MODELS}, indent=2) + "\n"
 
 
 def render(conn: Connection) -> str:
@@ -278,6 +300,11 @@ def _write(tool: str, base: str, key: str, key_name: str) -> str:
     writes = [(path, new, block.replace(key, masked(key)))]
     if tool == "codex":
         writes.append((path.with_name("ralex.config.toml"), CODEX_PROFILE, CODEX_PROFILE))
+    if tool == "aider":
+        metadata = path.with_name(AIDER_METADATA)
+        writes.append((metadata, aider_metadata(metadata, _read(tool, metadata)),
+                       f"# {', '.join(AIDER_MODELS)}: a {CONTEXT_WINDOW:,}-token window, no price (Ralex's spend: "
+                       "ralexctl status)\n"))
     lines: list[str] = []
     for target, text, shown in writes:
         if target != path and _read(tool, target) == text:
@@ -370,6 +397,8 @@ def connect_command(
     if write:  # a file that cannot be merged is refused before any key exists
         path = settings_file(tool)
         merged(tool, path, _read(tool, path), client.base, PLACEHOLDER)
+        if tool == "aider":
+            aider_metadata(path.with_name(AIDER_METADATA), _read(tool, path.with_name(AIDER_METADATA)))
     store = KeyStore(find_project().root)
     keys = store.load()
     old = keys.get(tool)

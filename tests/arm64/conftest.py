@@ -88,7 +88,7 @@ def arm_stack(tmp_path_factory: pytest.TempPathFactory, results: Results) -> Ite
             pytest.fail("RALEX_REQUIRE_ARM64=1 but RALEX_ARM64_ENV is not set (prepare-docker.sh --arch arm64)")
         pytest.skip("set RALEX_ARM64_ENV to the output of ../shared/sandbox/prepare-docker.sh --arch arm64")
     root = tmp_path_factory.mktemp("ralex-arm64")
-    for name in [*COPY, "alertmanager", "tests/compose.arm64.yaml"]:
+    for name in [*COPY, "tests/compose.arm64.yaml"]:
         source, target = ROOT / name, root / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
@@ -118,7 +118,7 @@ def arm_stack(tmp_path_factory: pytest.TempPathFactory, results: Results) -> Ite
     # The README's path. init picks the memory profile by this host's RAM (standard here): under qemu
     # every process carries the emulator's code cache on top of its own memory, so the small profile's
     # limits (sized for the arm64 programs themselves, measured below) would count the emulator too.
-    init = stack.ralexctl("init", "--openrouter-key", "sk-or-arm64-key", "-y")
+    init = stack.ralexctl("init", "--openrouter-key", "sk-or-arm64-key", "--no-dashboard", "-y")
     assert init.returncode == 0, init.stderr
     stack.env = {**read_env(root / ".env"), **machine}
     # the fake's image is built FROM the arm64 python stand-in too (the tag differs from the e2e one)

@@ -43,8 +43,8 @@ QUIET_CODEX = ("\n[analytics]\nenabled = false\n\n[feedback]\nenabled = false\n\
 """Codex's offline tables: no analytics, feedback or telemetry, and no plugin sync (github.com, chatgpt.com)."""
 AIDER = "aider-chat==0.86.2"
 QUIET_AIDER = ("--no-check-update", "--no-analytics", "--analytics-disable", "--no-show-release-notes",
-               "--no-show-model-warnings", "--no-gitignore", "--no-pretty", "--no-fancy-input", "--no-detect-urls",
-               "--map-tokens", "0", "--edit-format", "whole")
+               "--no-gitignore", "--no-pretty", "--no-fancy-input", "--no-detect-urls", "--map-tokens", "0",
+               "--edit-format", "whole")
 """Aider's offline flags: no update check (pypi.org), no analytics, no release notes, no repo map."""
 
 
@@ -287,19 +287,22 @@ def test_aider_fixes_the_typo_with_the_command_connect_prints(live: Proxy, upstr
     home = tmp_path / "home"
     home.mkdir()
     git = git_repo(work := tmp_path / "work", home)
-    # Aider reads model info from litellm's price list, fetched from GitHub unless a fresh non-empty copy is cached
+    # Aider fetches litellm's price list from GitHub unless a fresh non-empty copy is cached: one that knows
+    # none of Ralex's models, so what Aider knows of them comes from what connect --write gave it
     models = home / ".aider" / "caches" / "model_prices_and_context_window.json"
     models.parent.mkdir(parents=True)
-    info = {"max_input_tokens": 128000, "max_output_tokens": 4096, "input_cost_per_token": 0,
-            "output_cost_per_token": 0, "litellm_provider": "openai", "mode": "chat"}
-    models.write_text(json.dumps({"openai/auto": info, "openai/cheap": info}))
+    models.write_text(json.dumps({"gpt-4o": {"max_input_tokens": 128000, "litellm_provider": "openai",
+                                             "mode": "chat"}}))
     upstream.script({"content": 'hello.py\n```python\nprint("hello")\n```\n'})
-    connected = connect(live, "aider", tmp_path, home)
+    connected = connect(live, "aider", tmp_path, home, "--write")
+    assert connected.then == "aider"
+    assert (home / ".aider.model.metadata.json").exists()
     task = "fix the typo in hello.py"
     quiet = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "AIDER_CHECK_UPDATE": "false", "AIDER_ANALYTICS": "false"}
     done = run([*command(connected.then, aider), *QUIET_AIDER, "--yes-always", "--message", task, "hello.py"], work,
                {"HOME": str(home), **git, **connected.env, **offline_env(tripwire), **quiet})
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:], live.logs())
+    assert model_warnings(done) == [], done.stdout[-2000:]
     assert (work / "hello.py").read_text() == FIXED
     log = run(["git", "log", "--format=%s", "--", "hello.py"], work, {"HOME": str(home), **git}).stdout.splitlines()
     assert len(log) == 2  # Aider committed its edit on top of ours, with a message from the weak model

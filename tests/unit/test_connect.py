@@ -363,3 +363,34 @@ def test_the_printed_commands_edit_files_without_asking():
     assert '# then: codex exec --sandbox workspace-write "fix the typo in hello.py"' in codex
     assert "# outside a git repository add --skip-git-repo-check" in codex
     assert "model_context_window = 200000" in codex
+
+
+def test_write_tells_aider_the_models_keeping_the_ones_it_knew(home: Path):
+    from ralex_ctl.connect import AIDER_MODELS
+
+    metadata = home / ".aider.model.metadata.json"
+    metadata.write_text(json.dumps({"my/model": {"max_input_tokens": 1000}}))
+    result = runner.invoke(app, ["connect", "aider", "--write"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(metadata.read_text())
+    assert data == {"my/model": {"max_input_tokens": 1000}, **AIDER_MODELS}
+    assert data["openai/auto"]["max_input_tokens"] == 200_000
+    assert f"# wrote {metadata} (mode 0600; the previous file is" in result.stdout
+    again = runner.invoke(app, ["connect", "aider", "--write"])
+    assert again.exit_code == 0, again.output
+    assert f"# {metadata} already holds:" in again.stdout
+
+
+def test_aider_metadata_aider_cannot_read_as_json_is_refused_before_any_key_exists(home: Path):
+    metadata = home / ".aider.model.metadata.json"
+    metadata.write_text("{ // a json5 comment\n}")
+    result = runner.invoke(app, ["connect", "aider", "--write"])
+    assert result.exit_code == 1
+    assert str(result.exception).startswith(f"{metadata} is not plain JSON")
+    assert FreshKeys.calls == []
+
+
+def test_without_write_aider_is_told_how_to_get_its_model_info():
+    printed = render(connection("aider", "http://127.0.0.1:4000", "sk-ralex-k"))
+    assert "ralexctl connect aider --write writes it" in printed
+    assert all(line.startswith(("export ", "# ")) or not line for line in printed.splitlines())  # eval-safe
