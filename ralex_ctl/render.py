@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
@@ -138,10 +137,9 @@ def sparkline(values: list[float]) -> str:
 
 
 def money_column(values: list[float]) -> Callable[[float], str]:
-    """One format for every amount of a table: the decimals its smallest non-zero amount needs (two
-    significant digits of it, 2 to 6 decimals), so $0.000012 never stands beside a bare $0.01."""
-    smallest = min((abs(v) for v in values if v), default=1.0)
-    decimals = 2 if smallest >= 0.01 else min(6, 1 - math.floor(math.log10(smallest)))
+    """One format for every amount of a table: the most decimals :func:`usd` writes for any of them (at most
+    6), so $0.000012 never stands beside a bare $0.01 and $0.0285 is not rounded to $0.03."""
+    decimals = min(6, max((len(usd(v).rpartition(".")[2]) for v in values), default=2))
     return lambda amount: f"${amount:,.{decimals}f}"
 
 

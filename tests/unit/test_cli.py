@@ -209,6 +209,9 @@ def test_spend_by_key_keeps_names_whole_and_every_amount_in_one_format():
     assert "$0.010000" in text
     assert "$0.000012" in text
     assert "vs top" in text
+    cents = render.money_column([0.0285, 1.5])
+    assert cents(0.0285) == "$0.0285"  # the digits usd() writes, as the TUI's summary shows them
+    assert cents(1.5) == "$1.5000"
 
 
 def test_budget_line_shows_the_bar_then_the_proxys_summary_and_the_configured_alert_level():
