@@ -378,8 +378,15 @@ def _compose_up_failure(project: Project, returncode: int, output: list[str],
     last = (failures or lines or [f"no output, exit code {returncode}"])[-1]
     stuck = [s for s in progress.services.values() if s.phase != "ready"]
     building = [s.service for s in stuck if s.phase == "building"]
-    where = (f"for the whole build log run `docker compose build {' '.join(building)}` in {project.root}"
-             if building else "see `ralexctl logs`")
+    pulling = [s.service for s in stuck if s.phase == "pulling"]
+    if building:
+        where = f"for the whole build log run `docker compose build {' '.join(building)}` in {project.root}"
+    elif pulling:  # an image from a registry this machine cannot reach (offline, a mirror, a typo)
+        where = (f"the image of {', '.join(pulling)} could not be pulled: check the network, or name an image this "
+                 "machine has in .env (see Images in .env.example)"
+                 + ("; or run without Grafana: ralexctl dashboard off" if "grafana" in pulling else ""))
+    else:
+        where = "see `ralexctl logs`"
     return (f"docker compose up failed ({returncode}): {last}"
             + (f"; not ready: {', '.join(s.line() for s in stuck)}" if stuck else "") + f"; {where}")
 

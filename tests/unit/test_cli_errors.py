@@ -229,6 +229,20 @@ def test_a_failed_start_names_the_unhealthy_container_and_the_logs():
         "docker compose up failed (3): no output, exit code 3; see")
 
 
+def test_an_image_that_cannot_be_pulled_is_named_with_the_ways_round_it():
+    output = [" grafana Pulling ", 'Error response from daemon: Get "https://registry-1.docker.io/v2/": dial tcp: '
+              "lookup registry-1.docker.io: no such host"]
+    progress = stack.UpProgress("ralex", ["postgres", "grafana"])
+    for at, line in enumerate(output):
+        progress.feed(line, float(at))
+    message = _compose_up_failure(SimpleNamespace(root=Path("/srv")), 1, output, progress)
+    assert "grafana: pulling" in message
+    assert message.endswith("the image of grafana could not be pulled: check the network, or name an image this "
+                            "machine has in .env (see Images in .env.example); or run without Grafana: "
+                            "ralexctl dashboard off")
+    assert "\n" not in message
+
+
 def test_a_refusal_from_the_proxy_prints_as_one_line_of_its_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RALEX_HOME", raising=False)
