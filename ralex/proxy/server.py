@@ -402,6 +402,9 @@ class _NoRefusalTraces(logging.Filter):
         return not _REFUSAL_TRACE.search(record.getMessage()[:200])
 
 
+_NO_REFUSAL_TRACES: Final = _NoRefusalTraces()
+
+
 def quiet_litellm() -> None:
     """LiteLLM's loggers at LITELLM_LOG (WARNING in the image), each record once through the root handler
     (LiteLLM adds handlers of its own, which printed every line twice and raw ANSI colours), and no trace
@@ -412,8 +415,7 @@ def quiet_litellm() -> None:
         logger.setLevel(level)
         logger.handlers.clear()
         logger.propagate = True
-        logger.filters[:] = [f for f in logger.filters if not isinstance(f, _NoRefusalTraces)]
-        logger.addFilter(_NoRefusalTraces())
+        logger.addFilter(_NO_REFUSAL_TRACES)  # one instance: adding it again is a no-op
 
 
 def serve(settings: ProxySettings, config_path: Path) -> None:
