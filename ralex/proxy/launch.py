@@ -108,19 +108,25 @@ def litellm_config(config: RalexConfig, prices: dict[str, Price], settings: Prox
     }
 
 
+def prepare_ledger(settings: ProxySettings, config: RalexConfig, conn: psycopg.Connection[Any]) -> None:
+    """Migrations, the first budget settings and the exporter's role: safe from several replicas at
+    once (one migrator at a time, seeds that keep what is there)."""
+    applied = migrate(conn)
+    if applied:
+        log.info("ralex: applied migrations %s", ", ".join(applied))
+    defaults = config.budget.model_copy(update={
+        k: v for k, v in (("daily_limit", settings.daily_budget), ("timezone", settings.timezone)) if v is not None
+    })
+    seed_settings(conn, defaults)
+    if settings.exporter_db_password:
+        ensure_reader_role(conn, "ralex_reader", settings.exporter_db_password)
+
+
 def prepare() -> tuple[ProxySettings, Path]:
     settings = load_settings()
     config = load_config(settings.config_path)
     with wait_for_db(settings) as conn:
-        applied = migrate(conn)
-        if applied:
-            log.info("ralex: applied migrations %s", ", ".join(applied))
-        defaults = config.budget.model_copy(update={
-            k: v for k, v in (("daily_limit", settings.daily_budget), ("timezone", settings.timezone)) if v is not None
-        })
-        seed_settings(conn, defaults)
-        if settings.exporter_db_password:
-            ensure_reader_role(conn, "ralex_reader", settings.exporter_db_password)
+        prepare_ledger(settings, config, conn)
         prices = resolve_prices(settings, config, conn)
     routing_config(config, prices)  # every alias has a price, or a clear error
     runtime = settings.runtime_dir
@@ -131,11 +137,31 @@ def prepare() -> tuple[ProxySettings, Path]:
     return settings, config_path
 
 
+def migrate_only() -> None:
+    """`ralex-proxy migrate`: apply the ledger's migrations and seeds, then exit (0, or 2 naming the cause)."""
+    try:
+        settings = load_settings()
+        config = load_config(settings.config_path)
+        with wait_for_db(settings) as conn:
+            prepare_ledger(settings, config, conn)
+    except (ConfigError, LedgerUnavailable) as exc:
+        print(f"ralex-proxy migrate: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print("ralex-proxy migrate: the ledger is up to date")
+
+
 def main() -> None:
     # One line per record, once: Ralex's own at INFO with time and name; everything else (LiteLLM, httpx,
     # uvicorn's access log aside) from WARNING on, through the same root handler.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("ralex").setLevel(logging.INFO)
+    if sys.argv[1:] == ["migrate"]:  # a one-shot job before the replicas start (Swarm, Kubernetes)
+        migrate_only()
+        return
+    if sys.argv[1:]:
+        print(f"ralex-proxy: unknown arguments {' '.join(sys.argv[1:])!r}; run `ralex-proxy` to serve, "
+              "or `ralex-proxy migrate` to prepare the ledger and exit", file=sys.stderr)
+        raise SystemExit(2)
     try:
         settings, config_path = prepare()
     except (ConfigError, LedgerUnavailable) as exc:
