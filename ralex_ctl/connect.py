@@ -34,6 +34,7 @@ from rich.markup import escape
 
 from ralex.keys import ClientKeyError, check_name
 from ralex_ctl.errors import RalexError
+from ralex_ctl.join import check_key, target_of
 from ralex_ctl.keys import _budget, _client, _name, allows_text
 from ralex_ctl.project import find_project, replace_file
 from ralex_ctl.proxy_api import ProxyClient
@@ -384,14 +385,27 @@ def connect_command(
                                         "other content kept, old file saved as NAME.bak-ralex).")] = False,
     rotate: Annotated[bool, typer.Option("--rotate", help="Create a new key for the tool and revoke the one "
                                          "it used.")] = False,
+    key: Annotated[str | None, typer.Option("--key", metavar="KEY", help="In a folder joined to a team server: "
+                                            "use this client key (sk-ralex-...) instead of the joined one.")
+                   ] = None,
 ) -> None:
     """Point a coding agent at Ralex with a key of its own: print the lines to use (or write them, with --write).
 
-    The key is kept in connect-keys.json in the project folder and reused while it is active.
+    The key is kept in connect-keys.json in the project folder and reused while it is active. In a folder
+    joined to a team server (ralexctl init --join) the tool uses the team proxy's URL and your joined key,
+    or the one given with --key: keys are made on the server, by its operator.
     Example: ralexctl connect claude-code --budget 2 --write
     """
     if tool not in TOOLS:
         raise RalexError(f"unknown tool {tool!r}; use one of: {', '.join(TOOLS)}")
+    project = find_project()
+    if project.joined:
+        _connect_joined(project.env(), tool, key, write, asked=[flag for flag, given in (
+            ("--name", name is not None), ("--budget", budget is not None), ("--rotate", rotate)) if given])
+        return
+    if key is not None:
+        raise RalexError("--key is for a folder joined to a team server; here connect makes the tool's key itself "
+                         "(or use: ralexctl keys add NAME)")
     wanted, limit = _name(name) if name else None, _budget(budget)
     client = _client()
     if write:  # a file that cannot be merged is refused before any key exists
@@ -399,7 +413,7 @@ def connect_command(
         merged(tool, path, _read(tool, path), client.base, PLACEHOLDER)
         if tool == "aider":
             aider_metadata(path.with_name(AIDER_METADATA), _read(tool, path.with_name(AIDER_METADATA)))
-    store = KeyStore(find_project().root)
+    store = KeyStore(project.root)
     keys = store.load()
     old = keys.get(tool)
     current = _active(client, old.name) if old else None
@@ -428,4 +442,28 @@ def connect_command(
         sys.stdout.write(_write(tool, client.base, use.key, use.name))
     else:
         sys.stdout.write(render(connection(tool, client.base, use.key)))
+    sys.stdout.flush()
+
+
+def _connect_joined(env: dict[str, str], tool: str, key: str | None, write: bool, asked: list[str]) -> None:
+    """`connect` in a joined folder: the team proxy's URL with the joined key (or ``key``). No key is made
+    or changed: without the server's master key only its operator can (ralexctl keys add on the server)."""
+    if asked:
+        raise RalexError(f"{', '.join(asked)}: this folder is joined to a team server, where keys are made and "
+                         "budgeted by its operator (on the server: ralexctl keys add NAME --budget 2); pass the "
+                         "key they give you with --key, or leave it out to use your joined key")
+    base = target_of(env).url
+    use = check_key(key) if key is not None else env.get("RALEX_JOIN_KEY", "")
+    if not use:
+        raise RalexError("RALEX_JOIN_KEY is missing in .env: run ralexctl init --join URL --key KEY --force")
+    if key is None:
+        notes.print(f"using your joined key {masked(use)} (RALEX_JOIN_KEY in .env): {tool} and the agent here share "
+                    "its sub-budget; for one of its own ask the server's operator for another key and pass --key",
+                    highlight=False, markup=False)
+    else:
+        notes.print(f"using the key given with --key ({masked(use)}); it is not stored", highlight=False, markup=False)
+    if write:
+        sys.stdout.write(_write(tool, base, use, "given with --key" if key is not None else "from RALEX_JOIN_KEY"))
+    else:
+        sys.stdout.write(render(connection(tool, base, use)))
     sys.stdout.flush()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Final
 
 from ralex_ctl.errors import RalexError
+from ralex_ctl.join import JOIN_REQUIRED, is_joined
 
 DASHBOARD_PROFILE: Final = "dashboard"
 REQUIRED: Final = ("OPENROUTER_API_KEY", "LITELLM_MASTER_KEY", "RALEX_AGENT_KEY", "POSTGRES_PASSWORD",
@@ -137,9 +138,14 @@ class Project:
         profiles = self.env().get("COMPOSE_PROFILES")
         return profiles is None or DASHBOARD_PROFILE in (p.strip() for p in profiles.split(","))
 
+    @property
+    def joined(self) -> bool:
+        """Whether this folder runs only the agent, against a team server (`ralexctl init --join`)."""
+        return is_joined(self.env())
+
     def missing(self) -> list[str]:
         env = self.env()
-        return [name for name in REQUIRED if not env.get(name)]
+        return [name for name in (JOIN_REQUIRED if is_joined(env) else REQUIRED) if not env.get(name)]
 
     @property
     def compose(self) -> ComposeSettings:

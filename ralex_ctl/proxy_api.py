@@ -10,6 +10,7 @@ import requests
 
 from ralex_ctl.errors import RalexError
 from ralex_ctl.project import Project
+from ralex_ctl.textout import safe_line
 
 
 class ProxyUnavailable(RalexError):
@@ -19,6 +20,10 @@ class ProxyUnavailable(RalexError):
 class ProxyClient:
     def __init__(self, project: Project, timeout: float = 10.0) -> None:
         env = project.env()
+        if project.joined:
+            raise ProxyUnavailable(f"this folder is joined to the team server {safe_line(env['RALEX_JOIN_URL'], 200)}: "
+                                   "its budget, spend and keys are its operator's (run those commands on the "
+                                   "server); your key's day here: ralexctl status")
         self.base = f"http://127.0.0.1:{env.get('RALEX_PROXY_PORT') or '4000'}"
         key = env.get("LITELLM_MASTER_KEY")
         if not key:

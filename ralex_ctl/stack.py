@@ -16,9 +16,20 @@ import docker.errors
 from docker.models.containers import Container
 
 from ralex_ctl.errors import RalexError
+from ralex_ctl.join import JOIN_SERVICES
 from ralex_ctl.project import DASHBOARD_PROFILE, Project, normalize_project_name
 
 SERVICES: Final = ("postgres", "litellm", "budget-exporter", "prometheus", "grafana", "egress", "opencode")
+ORDER: Final = ("postgres", "litellm", "budget-exporter", "prometheus", "grafana", "relay", "egress", "opencode")
+"""Rows in this order: a whole stack's SERVICES, or a joined folder's JOIN_SERVICES (relay, egress, opencode)."""
+
+
+def expected_services(project: Project) -> tuple[str, ...]:
+    """The services this folder runs: the agent's three when joined to a team server, else the whole stack
+    (Grafana only with the dashboard on)."""
+    if project.joined:
+        return JOIN_SERVICES
+    return tuple(s for s in SERVICES if s != "grafana" or project.dashboard)
 
 
 class DockerUnavailable(RalexError):
@@ -80,10 +91,9 @@ def _ports(container: Container) -> str:
 def states(project: Project, engine: docker.DockerClient | None = None,
            found: dict[str, Container] | None = None) -> list[ServiceState]:
     found = containers(project, engine) if found is None else found
-    wanted = [s for s in SERVICES if s != "grafana" or project.dashboard]  # the dashboard may be off
+    wanted = expected_services(project)
     result = []
-    for service in sorted({*wanted, *found}, key=lambda s: (s not in SERVICES, SERVICES.index(s)
-                                                            if s in SERVICES else 0, s)):
+    for service in sorted({*wanted, *found}, key=lambda s: (s not in ORDER, ORDER.index(s) if s in ORDER else 0, s)):
         container = found.get(service)
         if container is None:
             result.append(ServiceState(service, "absent", "-", "", ""))
@@ -150,9 +160,10 @@ def compose_services(project: Project) -> list[str]:
         out = subprocess.run(compose_command(project, "config", "--services"), cwd=project.root, capture_output=True,
                              text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired, RalexError):
-        return list(SERVICES)
+        return list(expected_services(project))
     found = out.stdout.split() if out.returncode == 0 else []
-    return sorted(found, key=lambda s: (SERVICES.index(s) if s in SERVICES else len(SERVICES), s)) or list(SERVICES)
+    return sorted(found, key=lambda s: (ORDER.index(s) if s in ORDER else len(ORDER), s)) or list(
+        expected_services(project))
 
 
 def compose_config_error(project: Project) -> str | None:
@@ -220,7 +231,7 @@ class UpProgress:
     def _service(self, name: str) -> ServiceProgress:
         if name not in self.services:  # a dependency Compose starts too; rows stay in the stack's order
             self.services[name] = ServiceProgress(name)
-            order = sorted(self.services, key=lambda s: (SERVICES.index(s) if s in SERVICES else len(SERVICES), s))
+            order = sorted(self.services, key=lambda s: (ORDER.index(s) if s in ORDER else len(ORDER), s))
             self.services = {s: self.services[s] for s in order}
         return self.services[name]
 

@@ -22,6 +22,7 @@ from rich.live import Live
 
 from ralex.budget import BUDGET_TIERS, BudgetError, usd, zone
 from ralex_ctl import board, render
+from ralex_ctl import join as join_mod
 from ralex_ctl import stack as compose_stack
 from ralex_ctl.cli.budget import budget_amount
 from ralex_ctl.cli.output import console
@@ -85,14 +86,34 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing .env.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", "--non-interactive",
                                       help="Ask nothing; use options, environment and defaults.")] = False,
+    join: Annotated[str | None, typer.Option("--join", metavar="URL", help="Join a team server: run only the "
+                                             "sandboxed agent here, against the Ralex proxy at URL "
+                                             "(docs/team.md).")] = None,
+    key: Annotated[str | None, typer.Option("--key", envvar="RALEX_JOIN_KEY", metavar="KEY",
+                                            help="With --join: your client key (sk-ralex-...), made on the server "
+                                                 "with ralexctl keys add NAME --budget 2.")] = None,
+    ca: Annotated[Path | None, typer.Option("--ca", metavar="FILE", help="With --join: the CA certificate (PEM) "
+                                            "the server's TLS certificate chains to, instead of the system's.")
+                  ] = None,
+    check: Annotated[bool, typer.Option("--check/--no-check", help="With --join: ask the server whether it "
+                                        "answers and takes the key before writing .env.")] = True,
 ) -> None:
-    """Create .env from .env.example with generated secrets.
+    """Create .env from .env.example with generated secrets (or, with --join, for a team server's agent).
 
     Example: ralexctl init --openrouter-key sk-or-v1-... --budget power --timezone Europe/Berlin -y
+    Example: ralexctl init --join https://ralex.example.com --key sk-ralex-...
     """
     project = find_project()
     if project.env_path.exists() and not force:
         raise RalexError(f"{project.env_path} already exists; keep it, or run `ralexctl init --force` to replace it")
+    if join is None and (ca is not None or not check):
+        raise RalexError("--ca and --no-check go with --join URL (joining a team server)")
+    if join is not None:
+        if budget is not None or timezone is not None:
+            raise RalexError("a joined folder has no budget of its own: the team server's operator sets your key's "
+                             "(on the server: ralexctl keys budget NAME 3); leave out --budget and --timezone")
+        _init_join(project, join, key, ca, check, workspace, profile, agent, yes)
+        return
     if agent != "auto" and agent not in TOOLCHAINS:
         raise RalexError(f"unknown toolchain {agent!r}; use --agent with one of {', '.join(TOOLCHAINS)} or auto")
     if profile is not None and profile not in board.PROFILES:
@@ -149,6 +170,54 @@ def init(
     console.print(f"[green]wrote[/green] {safe_line(project.env_path)} (budget {usd(amount)}/day, "
                   f"{safe_line(timezone)}, workspace {safe_line(workspace_value)}, {profile} memory profile, "
                   f"{toolchain} toolchain, agent offline{'' if dashboard else ', no dashboard'}"
+                  + (f", Compose project {safe_line(taken)}" if taken else "")
+                  + f"; {safe_line(checked)}); next: ralexctl up", highlight=False)
+
+
+def _init_join(project: Project, url: str, key: str | None, ca: Path | None, check: bool, workspace: Path | None,
+               profile: str | None, agent: str, yes: bool) -> None:
+    """`init --join`: a .env (mode 0600) for the agent alone, against the team proxy at ``url`` with the
+    developer's client key; the server is asked first unless ``check`` is off."""
+    target = join_mod.parse_url(url)
+    if not key and not yes and _stdin_is_terminal():
+        key = typer.prompt("Your client key from the team server (sk-ralex-...)", hide_input=True)
+    key = join_mod.check_key(key or "")
+    ca_path = join_mod.check_ca(ca) if ca is not None else None
+    if target.tls is False and ca_path is not None:
+        raise RalexError(f"--ca is for an https:// server; {safe_line(target.url)} is plain http")
+    if agent != "auto" and agent not in TOOLCHAINS:
+        raise RalexError(f"unknown toolchain {agent!r}; use --agent with one of {', '.join(TOOLCHAINS)} or auto")
+    if profile is not None and profile not in board.PROFILES:
+        raise RalexError(f"unknown profile {profile!r}; use --profile {' or --profile '.join(board.PROFILES)}")
+    join_mod.require_compose_file(project.root)
+    said = "not checked (--no-check)"
+    if check:
+        answer = join_mod.check_server(target, key, str(ca_path) if ca_path else None)
+        if answer.problem is not None:
+            raise RalexError(f"{answer.problem}; nothing was written (to write .env anyway: ralexctl init --join "
+                             f"URL --key KEY --no-check)")
+        said = f"the server answers and takes the key ({join_mod.key_budget_text(answer.status)})"
+    profile = profile or board.profile_for(board.mem_total(board.this_machine()[3]))
+    workspace_value = compose_path("RALEX_WORKSPACE", str(workspace) if workspace else "./workspace")
+    folder = Path(workspace_value) if Path(workspace_value).is_absolute() else project.root / workspace_value
+    uid, gid = _agent_ids(folder)
+    toolchain = agent if agent != "auto" else detect_toolchain(folder)
+    memory = {k: v for k, v in board.PROFILES[profile].items() if k in ("RALEX_MEM_AGENT", "RALEX_MEM_EGRESS")}
+    values = {**join_mod.join_env(target, key, ca_path), "RALEX_WORKSPACE": workspace_value,
+              "RALEX_UID": str(uid), "RALEX_GID": str(gid), **_git_identity(), **toolchain_env(toolchain),
+              "RALEX_AGENT_NETWORK": "none", **memory}
+    text = join_mod.ENV_HEADER + "".join(f"{name}={env_value(name, value)}\n" for name, value in values.items())
+    checked = _write_env_checked(project, text)
+    taken = _own_project_name(project)
+    if taken:
+        replace_file(project.env_path, update_env(project.env_path.read_text(), {"COMPOSE_PROJECT_NAME": taken},
+                                                  "# This folder's own Compose project").encode())
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        if os.getuid() == 0:
+            os.chown(folder, uid, gid)
+    console.print(f"[green]wrote[/green] {safe_line(project.env_path)} (joined {safe_line(target.url)}: "
+                  f"{safe_line(said)}; workspace {safe_line(workspace_value)}, {toolchain} toolchain, agent offline"
                   + (f", Compose project {safe_line(taken)}" if taken else "")
                   + f"; {safe_line(checked)}); next: ralexctl up", highlight=False)
 
@@ -266,6 +335,8 @@ def _git_identity() -> dict[str, str]:
 def _urls(project: Project) -> dict[str, str]:
     """Where the user reaches the stack (the dashboard only when its profile is on)."""
     env = project.env()
+    if project.joined:
+        return {"team proxy": f"{env.get('RALEX_JOIN_URL', '').rstrip('/')}/v1"}
     urls = {
         "proxy": f"http://127.0.0.1:{env.get('RALEX_PROXY_PORT') or '4000'}/v1",
         "prometheus": f"http://127.0.0.1:{env.get('RALEX_PROMETHEUS_PORT') or '9090'}",
@@ -290,7 +361,10 @@ def up(
     project = find_project()
     missing = project.missing()
     if missing:
-        raise RalexError(f".env is missing {', '.join(missing)}: run `ralexctl init` (or fill them in .env)")
+        how = "ralexctl init --join URL --key KEY --force" if project.joined else "ralexctl init"
+        raise RalexError(f".env is missing {', '.join(missing)}: run `{how}` (or fill them in .env)")
+    if project.joined:
+        join_mod.target_of(project.env())  # the URL and what the relay uses agree
     engine = compose_stack.client()
     compose_stack.ensure_own(project, compose_stack.containers(project, engine))
     progress = compose_stack.UpProgress(project.compose_project, services or compose_stack.compose_services(project))
@@ -311,10 +385,31 @@ def up(
     for name, url in _urls(project).items():
         login = f"  ({DASHBOARD_LOGIN})" if name == "dashboard" else ""
         console.print(f"  {name:<10} {safe_line(url)}{login}", highlight=False)
+    if project.joined:
+        console.print(_team_line(project), highlight=False)
+        return
     try:
         console.print(render.budget_line(ProxyClient(project).budget()))
     except RalexError as exc:
         console.print(f"[yellow]budget unavailable:[/yellow] {safe_line(exc)}")
+
+
+def _team_check(project: Project) -> join_mod.ServerCheck:
+    env = project.env()
+    try:
+        target = join_mod.target_of(env)
+    except RalexError as exc:
+        return join_mod.ServerCheck(env.get("RALEX_JOIN_URL", ""), str(exc))
+    return join_mod.check_server(target, env.get("RALEX_JOIN_KEY", ""), env.get("RALEX_JOIN_CA") or None,
+                                 timeout=4)
+
+
+def _team_line(project: Project, answer: join_mod.ServerCheck | None = None) -> str:
+    """One line: the team server and this key's day there, or why it cannot be asked."""
+    answer = answer or _team_check(project)
+    if answer.problem is not None:
+        return f"[yellow]team server unavailable:[/yellow] {safe_line(answer.problem)}"
+    return f"team server {safe_line(answer.url)}: {safe_line(join_mod.key_budget_text(answer.status))}"
 
 
 def _compose_up(project: Project, command: list[str], engine: Any, progress: compose_stack.UpProgress,
@@ -437,6 +532,9 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
             budget = ProxyClient(project, timeout=3).budget()
         except RalexError as exc:
             problem = str(exc)
+    team = _team_check(project) if project.joined else None
+    if team is not None:
+        budget, problem = team.status, team.problem
     firing = _firing_alerts(project, states)
     box = sandbox_summary(project)
     if as_json:
@@ -445,7 +543,10 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
                                                  "stack_folder": str(other or project.root)},
                                      "services": [s.as_dict() for s in states], "budget": budget,
                                      "alerts_firing": firing, "sandbox": box,
-                                     "urls": _urls(project), "problem": problem}, indent=2) + "\n")
+                                     "urls": _urls(project), "problem": problem,
+                                     "team": None if team is None else {"url": team.url, "key": team.key_name,
+                                                                        "problem": team.problem}},
+                                    indent=2) + "\n")
         return
     console.print(render.services_table(states, f"Ralex services (Compose project {safe_line(compose.project_name)}, "
                                                 f"name from {compose.name_from})"))
@@ -453,7 +554,9 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         console.print(f"[yellow]these containers are the stack in {safe_line(other)}[/yellow], not this folder's: "
                       f"give this folder its own COMPOSE_PROJECT_NAME in {safe_line(project.env_path)}",
                       highlight=False)
-    if budget:
+    if team is not None:
+        console.print(_team_line(project, team), highlight=False)
+    elif budget:
         console.print(render.budget_line(budget))
         if keys_line := keys_summary(budget):
             console.print(safe_line(keys_line), highlight=False)
