@@ -399,6 +399,10 @@ class ReservationBook:
     check-and-reserve cannot interleave with another: concurrent requests cannot jointly
     overshoot the day's limit, nor a key's sub-budget, by more than the difference between one
     request's hold and its real cost.
+
+    With several proxy replicas the check is Postgres's (``ralex_reserve``) and this book is the
+    replica's view of it: its own holds, plus what the shared ledger last said of the others'
+    (:meth:`observe`), which routing reads; admission itself never trusts that view.
     """
 
     def __init__(self, day: date, spent: float = 0.0, spent_by_key: Mapping[str, float] | None = None) -> None:
@@ -406,13 +410,16 @@ class ReservationBook:
         self.spent = spent
         self.spent_by_key: dict[str, float] = dict(spent_by_key or {})
         self._holds: dict[str, tuple[float, date, str]] = {}
+        self._others = 0.0
+        self._others_by_key: dict[str, float] = {}
 
     @property
     def reserved(self) -> float:
-        return sum(amount for amount, day, _ in self._holds.values() if day == self.day)
+        return self._others + sum(amount for amount, day, _ in self._holds.values() if day == self.day)
 
     def reserved_by(self, client: str) -> float:
-        return sum(amount for amount, day, who in self._holds.values() if day == self.day and who == client)
+        own = sum(amount for amount, day, who in self._holds.values() if day == self.day and who == client)
+        return self._others_by_key.get(client, 0.0) + own
 
     def in_flight(self) -> int:
         return len(self._holds)
@@ -422,6 +429,20 @@ class ReservationBook:
         self.day = day
         self.spent = spent
         self.spent_by_key = dict(spent_by_key or {})
+        self._others = 0.0
+        self._others_by_key = {}
+
+    def observe(self, day: date, spent: float, held: float, by_key: Mapping[str, tuple[float, float]]) -> None:
+        """What the shared ledger holds for ``day``: spent and held by every replica, in all and per key
+        (``by_key``: name -> (spent, held)). Holds beyond this replica's own are the others'."""
+        if day != self.day:
+            return
+        self.spent = spent
+        self._others = max(0.0, held - sum(a for a, d, _ in self._holds.values() if d == day))
+        for name, (key_spent, key_held) in by_key.items():
+            self.spent_by_key[name] = key_spent
+            own = sum(a for a, d, who in self._holds.values() if d == day and who == name)
+            self._others_by_key[name] = max(0.0, key_held - own)
 
     def allowance(self, client: str, limit: float | None) -> KeyAllowance | None:
         """A key's sub-budget as it stands (None for a key without one)."""
@@ -429,13 +450,21 @@ class ReservationBook:
             return None
         return KeyAllowance(client, limit, self.spent_by_key.get(client, 0.0), self.reserved_by(client))
 
+    def fits(self, amount: float, limit: float, *, client: str = "", client_limit: float | None = None) -> bool:
+        """Whether a hold of ``amount`` fits the day's ``limit`` and the client's sub-budget (:func:`refused_by`)."""
+        return refused_by(amount, self.spent, self.reserved, limit, self.allowance(client, client_limit)) is None
+
+    def take(self, key: str, amount: float, client: str = "") -> None:
+        """Hold ``amount`` for request ``key`` (checked already: :meth:`fits`, or the shared ledger)."""
+        self._holds[key] = (amount, self.day, client)
+
     def try_reserve(self, key: str, amount: float, limit: float, *, client: str = "",
                     client_limit: float | None = None) -> bool:
         """Hold ``amount`` if it fits the day's ``limit`` and the client's sub-budget ``client_limit``
         (checked together, nothing in between: :func:`refused_by`)."""
-        if refused_by(amount, self.spent, self.reserved, limit, self.allowance(client, client_limit)):
+        if not self.fits(amount, limit, client=client, client_limit=client_limit):
             return False
-        self._holds[key] = (amount, self.day, client)
+        self.take(key, amount, client)
         return True
 
     def hold(self, key: str) -> float:

@@ -14,7 +14,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from ralex.budget import BudgetSnapshot, ReservationBook, budget_day, new_crossings, usd
 from ralex.classify import classify
@@ -82,6 +82,22 @@ class InFlight:
         answering = answered and bool(self.attempts) and self.attempts[-1].ended == "open"
         attempts = self.attempts[:-1] if answering else self.attempts
         return sum(self.worst_case_of(a.alias) for a in attempts if a.ended != "refused")
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A request routed and priced that holds nothing yet: :meth:`BudgetEngine.commit` puts it in flight
+    once its hold (``decision.reserve``) fits the budget, :meth:`BudgetEngine.refuse` refuses it."""
+
+    request: ChatRequest
+    snapshot: BudgetSnapshot
+    sticky: str | None
+    decision: Decision
+    key: str
+    """The request id its hold, ledger row and headers carry."""
+    client: str
+    now: datetime
+    mono: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +219,14 @@ class BudgetEngine:
             self.crossed.clear()
         self._check_crossings()
 
+    def observe(self, day: date, spent: float, held: float, by_key: Mapping[str, tuple[float, float]]) -> None:
+        """What the shared ledger holds for ``day`` (every replica's spend and holds, in all and per key:
+        name -> (spent, held)): routing and alerts follow it (:meth:`ReservationBook.observe`)."""
+        self._roll(self.clock())
+        self.book.observe(day, spent, held, by_key)
+        if day == self.book.day:
+            self._check_crossings()
+
     def set_routing(self, routing: RoutingConfig) -> None:
         """New prices or config; the live caps still apply on top."""
         self.base_routing = routing
@@ -285,42 +309,81 @@ class BudgetEngine:
                             "needed_usd": outcome.needed})
         return payload, outcome
 
+    def plan(self, body: Mapping[str, Any], client: str = OPERATOR, api: str = "chat",
+             read: ChatRequest | None = None) -> Admission:
+        """Route and price a request, holding nothing yet; raises :class:`Rejected` (400 bad request,
+        402 when no route fits today's budget or a cap). ``read``: ``ChatRequest.from_body(body, api)``
+        made already (off the event loop, by the gate)."""
+        now = self.clock()
+        mono = time.monotonic()
+        request, snapshot, sticky, outcome = self._decide(body, now, mono, client, api, read)
+        if isinstance(outcome, Refusal):
+            self._refuse(request, outcome, snapshot, now, client)
+        return Admission(request, snapshot, sticky, outcome, str(uuid.uuid4()), client, now, mono)
+
     def admit(self, body: Mapping[str, Any], client: str = OPERATOR, api: str = "chat",
               read: ChatRequest | None = None) -> InFlight:
-        """Route and reserve, or raise :class:`Rejected` (400 bad request, 402 over budget).
+        """Route and reserve in this process's book, or raise :class:`Rejected` (400 bad request, 402 over budget).
 
         ``client`` names who asks (a client key, ``agent``, ``operator``): a key with a daily
         sub-budget is routed by the tighter of its remaining and the day's, and its hold must fit
         both, checked and taken in one synchronous step (no overshoot of either under concurrency).
         ``api`` names the body's shape (:data:`ralex.params.APIS`); every shape is bounded alike.
-        ``read``: ``ChatRequest.from_body(body, api)`` made already (off the event loop, by the gate).
         """
-        now = self.clock()
-        mono = time.monotonic()
-        request, snapshot, sticky, outcome = self._decide(body, now, mono, client, api, read)
-        key = str(uuid.uuid4())
-        if isinstance(outcome, Refusal) or not self.book.try_reserve(
-                key, outcome.reserve, self.settings.daily_limit, client=client,
-                client_limit=self.key_budgets.get(client)):
-            refusal = outcome if isinstance(outcome, Refusal) else Refusal(
-                snapshot.exhausted_message(outcome.reserve), outcome.reserve)
-            by_key = refusal.reason == "budget" and snapshot.binding == "key"
-            self._record_refusal(request, refusal, snapshot, now, client)
-            if not by_key:  # a key's own sub-budget is its client's business, not the agent's toasts
-                self._event("refused", refusal.message, now)
-            if refusal.reason == "budget" and not by_key:
-                self._check_crossings(now, exhausted=True, needed=refusal.needed)
-            raise Rejected(refusal.status, refusal.message, {
-                "x-ralex-route": "refused",
-                "x-ralex-reason": refusal.reason,
-                "x-ralex-key": client,
-                "x-ralex-budget-remaining": f"{max(0.0, snapshot.remaining):.6f}",
-                "x-ralex-budget-resets-at": snapshot.reset_at.isoformat(),
-            })
-        if request.requested_alias == "auto" and not request.housekeeping and sticky is None:
-            self.turns.put(client, request.turn, outcome.alias, mono)
+        plan = self.plan(body, client, api, read)
+        if not self.book.fits(plan.decision.reserve, self.settings.daily_limit, client=client,
+                              client_limit=self.client_limit(client)):
+            self.refuse(plan)
+        return self.commit(plan)
+
+    def client_limit(self, client: str) -> float | None:
+        """The daily sub-budget of ``client`` (None: the day's budget only)."""
+        return self.key_budgets.get(client)
+
+    def refuse(self, plan: Admission) -> NoReturn:
+        """The budget cannot hold ``plan``: refuse it with 402, naming the budget that ran out as it
+        stands now (this book, or the shared ledger's figures it last observed)."""
+        snapshot = self.snapshot(plan.now, plan.client)
+        refusal = Refusal(snapshot.exhausted_message(plan.decision.reserve), plan.decision.reserve)
+        self._refuse(plan.request, refusal, snapshot, plan.now, plan.client)
+
+    def _refuse(self, request: ChatRequest, refusal: Refusal, snapshot: BudgetSnapshot, now: datetime,
+                client: str) -> NoReturn:
+        by_key = refusal.reason == "budget" and snapshot.binding == "key"
+        self._record_refusal(request, refusal, snapshot, now, client)
+        if not by_key:  # a key's own sub-budget is its client's business, not the agent's toasts
+            self._event("refused", refusal.message, now)
+        if refusal.reason == "budget" and not by_key:
+            self._check_crossings(now, exhausted=True, needed=refusal.needed)
+        raise Rejected(refusal.status, refusal.message, {
+            "x-ralex-route": "refused",
+            "x-ralex-reason": refusal.reason,
+            "x-ralex-key": client,
+            "x-ralex-budget-remaining": f"{max(0.0, snapshot.remaining):.6f}",
+            "x-ralex-budget-resets-at": snapshot.reset_at.isoformat(),
+        })
+
+    def commit(self, plan: Admission) -> InFlight:
+        """Hold ``plan``'s worst case (it fits: checked by :meth:`admit`, or by the shared ledger) and put
+        the request in flight."""
+        request, outcome, client = plan.request, plan.decision, plan.client
+        self.book.take(plan.key, outcome.reserve, client)
+        if request.requested_alias == "auto" and not request.housekeeping and plan.sticky is None:
+            self.turns.put(client, request.turn, outcome.alias, plan.mono)
+        flight = self.flight(plan)
+        self.in_flight[plan.key] = flight
+        if outcome.alias != outcome.intent and outcome.intent and plan.snapshot.binding == "day":
+            self._event("step_down", f"{outcome.intent} -> {outcome.alias}: {usd(max(0.0, plan.snapshot.remaining))} "
+                                     f"left ({outcome.reason.split('; ', 1)[-1]})", plan.now)
+        if self.hold_sink is not None:
+            self.hold_sink(self.hold_row(flight))
+        return flight
+
+    def flight(self, plan: Admission) -> InFlight:
+        """The request ``plan`` in flight, with the headers explaining its decision (nothing is held or kept)."""
+        request, snapshot, outcome, client, key = plan.request, plan.snapshot, plan.decision, plan.client, plan.key
         remaining_after = self.settings.daily_limit - self.book.spent - self.book.reserved
-        flight = InFlight(key, request, outcome, self.book.day, mono, remaining_after, client)
+        flight = InFlight(key, request, outcome, self.book.day, plan.mono, remaining_after, client)
         flight.headers = {
             "x-ralex-key": client,
             "x-ralex-route": outcome.alias,
@@ -332,12 +395,6 @@ class BudgetEngine:
             "x-ralex-max-tokens": str(outcome.max_tokens),
             "x-ralex-request-id": key,
         }
-        self.in_flight[key] = flight
-        if outcome.alias != outcome.intent and outcome.intent and snapshot.binding == "day":
-            self._event("step_down", f"{outcome.intent} -> {outcome.alias}: {usd(max(0.0, snapshot.remaining))} left "
-                                     f"({outcome.reason.split('; ', 1)[-1]})", now)
-        if self.hold_sink is not None:
-            self.hold_sink(self.hold_row(flight))
         return flight
 
     def hold_row(self, flight: InFlight) -> LedgerRow:

@@ -168,8 +168,13 @@ def update_settings(conn: psycopg.Connection[Any], by: str = "ralexctl", **chang
 LEDGER_COLUMNS: Final = tuple(f.name for f in dataclasses.fields(LedgerRow))
 INSERT_LEDGER: Final = (
     f"INSERT INTO ledger ({', '.join(LEDGER_COLUMNS)}) "
-    f"VALUES ({', '.join(['%s'] * len(LEDGER_COLUMNS))}) ON CONFLICT (request_id) DO NOTHING"
+    f"VALUES ({', '.join(['%s'] * len(LEDGER_COLUMNS))}) ON CONFLICT (request_id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in LEDGER_COLUMNS if c != "request_id")
+    + " WHERE ledger.status = 'interrupted' AND EXCLUDED.status <> 'interrupted'"
 )
+"""A request's row, once: a replay of the same row changes nothing, but a row charged at the hold because
+its proxy died ('interrupted') gives way to the request's real row when that turns up (a replica's journal
+replayed after a sweeper charged its holds): a duplicate never drops the real cost."""
 SPENT_ON_DAY: Final = "SELECT spent_usd FROM daily_totals WHERE budget_day = %s"
 SPENT_BY_KEY_ON_DAY: Final = "SELECT key_name, sum(spent_usd) FROM daily_breakdown WHERE budget_day = %s GROUP BY 1"
 

@@ -177,7 +177,7 @@ class RalexHooks(CustomLogger):
         if client not in (AGENT, OPERATOR) and not runtime.key_active(client):  # revoked since it was checked
             raise HTTPException(401, f"key {client} was revoked; ask the operator for a new key") from None
         try:
-            flight = engine.admit(data, client, api, read_for(data))
+            flight = await runtime.admit(engine, data, client, api, read_for(data))
         except Rejected as rejected:
             owe(rejected.headers)  # the gate writes them, whatever error shape LiteLLM builds
             raise HTTPException(rejected.status, rejected.message) from None
@@ -230,6 +230,9 @@ class RalexHooks(CustomLogger):
         engine = runtime.engine
         flight = engine.in_flight.get(key) if engine is not None and key else None
         finished = False
+        if flight is not None and flight.generation_id is None and (started := _header_generation_id(response)):
+            flight.generation_id = started  # the answer's headers name it before any chunk arrives
+            runtime.note_generation(flight)
         try:
             async for chunk in response:
                 if flight is not None:

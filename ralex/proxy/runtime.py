@@ -12,6 +12,7 @@ import json
 import logging
 from dataclasses import replace
 from datetime import date
+from pathlib import Path
 from typing import Any, Final
 
 import httpx
@@ -19,10 +20,11 @@ import psycopg
 
 from ralex.budget import budget_day, usd
 from ralex.config import load_config
-from ralex.engine import BudgetEngine, Crossing, InFlight
+from ralex.engine import BudgetEngine, Crossing, InFlight, Rejected
 from ralex.keys import ClientKey, ClientKeyError, check_name, hash_key, new_key, parse_key_budget
 from ralex.ledger.journal import COMPACT_BYTES, Journal, replay
 from ralex.ledger.rows import LedgerRow
+from ralex.ledger.shared import LedgerAway, SharedLedger
 from ralex.ledger.store import (
     CROSSINGS_ON_DAY,
     INSERT_KEY,
@@ -42,6 +44,7 @@ from ralex.ledger.store import (
 from ralex.ledger.writer import LedgerWriter, insert_rows
 from ralex.pricing import Price, afetch_prices, routing_config, with_overrides
 from ralex.proxy.settings import load_settings
+from ralex.request import ChatRequest
 from ralex.request import prepare as prepare_text_reading
 from ralex.sinks import log_to_stderr
 
@@ -51,6 +54,10 @@ GENERATION_LOOKUP_DELAYS: Final = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 """OpenRouter answers a generation lookup 404 for a few seconds after the generation ends."""
 STARTUP_LOOKUP_DELAYS: Final = (0.0, 1.0, 2.0)
 """At start the journal's streams ended seconds ago at least; a short wait bounds the start-up delay."""
+SCOPES_REFRESH_SECONDS: Final = 1.0
+"""How often a replica re-reads every replica's spend and holds (routing's view; admission asks Postgres)."""
+ORPHANS_SWEEP_SECONDS: Final = 5.0
+"""How often a replica looks for replicas that are gone and settles what they left."""
 
 
 class NotReady(RuntimeError):
@@ -72,6 +79,8 @@ class ProxyRuntime:
         self._keys: dict[str, ClientKey] = {}
         """Client keys by name (revoked ones too: they are named when used)."""
         self._key_hashes: dict[str, ClientKey] = {}
+        self.shared: SharedLedger | None = None
+        """Reservations shared through Postgres (RALEX_RESERVATIONS=shared); None: this process's book."""
 
     # --- lifetime --------------------------------------------------------------------------------
     @property
@@ -106,7 +115,11 @@ class ProxyRuntime:
         clock = settings.clock()
         self._http = httpx.AsyncClient(timeout=10)
         await asyncio.to_thread(prepare_text_reading)  # so no request pays for building the tables
-        journal = Journal(settings.journal_path or settings.runtime_dir / "ledger-journal.jsonl")
+        journal = Journal(journal_path(settings.journal_path or settings.runtime_dir / "ledger-journal.jsonl",
+                                       settings.replica_id if settings.reservations == "shared" else None))
+        if settings.reservations == "shared":  # this replica's lock first: nobody sweeps what it recovers
+            self.shared = SharedLedger(settings.database_url, settings.replica_id, str(journal.path))
+            await self.shared.start()
         # written by earlier versions: the spool, and rows Postgres refused (set aside, never replayed)
         legacy = (journal.path.with_name("ledger-spool.jsonl"), journal.path.with_suffix(".rejected.jsonl"))
         async with await psycopg.AsyncConnection.connect(settings.database_url, connect_timeout=5) as conn:
@@ -117,6 +130,12 @@ class ProxyRuntime:
                 log.warning("ralex: journal replayed %d rows (%d requests interrupted, charged at their hold)",
                             len(replayed), interrupted)
             journal.rewrite((), refused)  # what Postgres still refuses stays, for the next start
+            if self.shared is not None:  # holds of this replica's previous life that its journal did not hold
+                left = await self._price_interrupted(await self.shared.left_holds(self.shared.replica))
+                refused += await insert_rows(conn, left) if left else []
+                if left:
+                    log.warning("ralex: %d holds of this replica's previous run charged (%s)", len(left),
+                                usd(sum(r.cost_usd for r in left)))
             for path in legacy:
                 path.unlink(missing_ok=True)
             row = await (await conn.execute(SELECT_SETTINGS)).fetchone()
@@ -140,6 +159,11 @@ class ProxyRuntime:
                                     spent_by_key=spent_by_key, key_budgets=self._key_budgets(), day=today)
         for coro in (self._listen(), self._sweep(), self._refresh_prices()):
             self._spawn(coro)
+        if self.shared is not None:
+            await self._refresh_scopes_once()
+            for coro in (self.shared.keep_presence(), self._refresh_scopes(), self._sweep_orphans()):
+                self._spawn(coro)
+            log.info("ralex: replica %s, reservations shared through Postgres", self.shared.replica)
         log.info("ralex: budget %s/day (%s), %s spent today", usd(budget.daily_limit), budget.timezone, usd(spent))
 
     async def stop(self, timeout: float = 8.0) -> None:
@@ -156,6 +180,9 @@ class ProxyRuntime:
         self.journal.close()
         if self._http is not None:
             await self._http.aclose()
+        if self.shared is not None:
+            await self.shared.close()
+            self.shared = None
         log.info("ralex: stopped; %d rows and %d open holds left in the journal for the next start",
                  len(queued), len(open_holds))
         self._engine = None
@@ -176,11 +203,43 @@ class ProxyRuntime:
     def engine(self) -> BudgetEngine | None:
         return self._engine
 
+    # --- admission ---------------------------------------------------------------------------------
+    async def admit(self, engine: BudgetEngine, body: dict[str, Any], client: str, api: str,
+                    read: ChatRequest | None) -> InFlight:
+        """Route and hold a request, or raise :class:`ralex.engine.Rejected`: in this process's book, or
+        with shared reservations in Postgres (one round trip; a refusal there is routed once more on the
+        figures it returned, which may find a cheaper route that fits, then refused)."""
+        shared = self.shared
+        if shared is None:
+            return engine.admit(body, client, api, read)
+        for _ in range(2):
+            plan = engine.plan(body, client, api, read)
+            record = engine.hold_row(engine.flight(plan))
+            asked = asyncio.ensure_future(shared.reserve(
+                plan.key, record.budget_day, client, plan.decision.reserve, engine.settings.daily_limit,
+                engine.client_limit(client), record))
+            try:
+                verdict = await asyncio.shield(asked)
+            except LedgerAway as exc:
+                raise Rejected(503, f"Ralex cannot reach the shared budget ledger (Postgres: {exc}); nothing was "
+                                    "sent upstream. Check that postgres is up, then try again") from None
+            except asyncio.CancelledError:  # the client left: a hold taken meanwhile is given back
+                self._spawn(_release_when_done(shared, asked, plan.key))
+                raise
+            engine.observe(record.budget_day, verdict.day_spent, verdict.day_held,
+                           {client: (verdict.key_spent, verdict.key_held)})
+            if verdict.admitted:
+                return engine.commit(plan)
+        engine.refuse(plan)
+
     # --- settling what the answer did not price ---------------------------------------------------
     def note_generation(self, flight: InFlight) -> None:
-        """A stream started: journal its generation id, so a restart can ask OpenRouter what it cost."""
+        """A stream started: journal its generation id, so a restart (or, with replicas, a sweeper) can
+        ask OpenRouter what it cost."""
         if self._engine is not None and self.journal is not None:
             self.journal.hold(self._engine.hold_row(flight))
+        if self.shared is not None and flight.generation_id:
+            self._spawn(self.shared.note_generation(flight.key, flight.generation_id))
 
     async def _price_interrupted(self, rows: list[LedgerRow]) -> list[LedgerRow]:
         """Interrupted requests whose generation is known are charged OpenRouter's figure, not the hold."""
@@ -334,6 +393,64 @@ class ProxyRuntime:
             if journal.size > COMPACT_BYTES:
                 journal.rewrite(engine.open_holds(), writer.unwritten())
 
+    # --- replicas ---------------------------------------------------------------------------------
+    async def _refresh_scopes_once(self) -> None:
+        engine, shared = self._engine, self.shared
+        if engine is None or shared is None:
+            return
+        day = engine.today()
+        scopes = await shared.scopes(day)
+        if "" in scopes:
+            spent, held = scopes.pop("")
+            engine.observe(day, spent, held, scopes)
+
+    async def _refresh_scopes(self) -> None:
+        """Every replica's spend and holds, for routing, alerts and views (admission asks Postgres itself)."""
+        while True:
+            await asyncio.sleep(SCOPES_REFRESH_SECONDS)
+            with contextlib.suppress(LedgerAway):
+                await self._refresh_scopes_once()
+
+    async def _sweep_orphans(self) -> None:
+        while True:
+            try:
+                await self.recover_orphans()
+            except (psycopg.Error, OSError, LedgerAway) as exc:
+                log.warning("ralex: cannot look for replicas that are gone (%s)", str(exc).strip()[:200])
+            await asyncio.sleep(ORPHANS_SWEEP_SECONDS)
+
+    async def recover_orphans(self) -> int:
+        """Settle what replicas that are gone left: the rows of their journal (where this replica can read
+        it: a volume the replicas share), then their holds, each at OpenRouter's figure for its generation,
+        else at the hold. Returns how many replicas were recovered."""
+        shared = self.shared
+        if shared is None:
+            return 0
+        recovered = 0
+        async with shared.orphans() as gone:
+            for replica, journal in gone:
+                path = Path(journal) if journal else None
+                rows = replay(path) if path is not None and path.exists() else []
+                rows = await self._price_interrupted(rows)
+                async with await psycopg.AsyncConnection.connect(self.settings.database_url,
+                                                                 connect_timeout=5) as conn:
+                    refused = await insert_rows(conn, rows) if rows else []
+                    left = await self._price_interrupted(await shared.left_holds(replica))
+                    refused += await insert_rows(conn, left) if left else []
+                if refused:
+                    log.error("ralex: Postgres rejected %d rows replica %s left; its journal is kept", len(refused),
+                              replica)
+                    continue
+                if path is not None:
+                    path.unlink(missing_ok=True)
+                await shared.forget(replica)
+                recovered += 1
+                log.warning("ralex: replica %s is gone; settled %d rows of its journal and %d holds it left (%s)",
+                            replica, len(rows), len(left), usd(sum(r.cost_usd for r in left)))
+        if recovered:
+            await self._refresh_scopes_once()
+        return recovered
+
     async def _refresh_prices(self) -> None:
         while True:
             await asyncio.sleep(self.config.price_refresh_seconds)
@@ -363,6 +480,8 @@ class ProxyRuntime:
             "resets_at": snap.reset_at.isoformat(),
             "summary": snap.summary(),
             "in_flight": engine.book.in_flight(),
+            "reservations": "shared" if self.shared is not None else "memory",
+            "replica": self.shared.replica if self.shared is not None else None,
             "alert_thresholds": list(engine.settings.alert_thresholds),
             "alerts_crossed_today": sorted(engine.crossed),
             "thresholds": {
@@ -505,6 +624,18 @@ class ProxyRuntime:
         engine = await self.ready()
         payload, _ = engine.explain(body, remaining)
         return {**payload, "source": "proxy", "prices": "live (OpenRouter)"}
+
+
+def journal_path(path: Path, replica: str | None) -> Path:
+    """The journal of one replica: ``ledger-journal.jsonl`` becomes ``ledger-journal.<replica>.jsonl``,
+    so replicas sharing a volume never write, replay or replace each other's file."""
+    return path if replica is None else path.with_name(f"{path.stem}.{replica}{path.suffix}")
+
+
+async def _release_when_done(shared: SharedLedger, asked: asyncio.Future[Any], key: str) -> None:
+    with contextlib.suppress(Exception):
+        if (await asyncio.wait_for(asked, 30)).admitted:
+            await shared.release(key)
 
 
 def with_unrecorded(spent: float, by_key: dict[str, float], rows: list[LedgerRow], day: date

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -12,6 +15,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ralex.budget import parse_budget, zone
 from ralex.config import PLACEHOLDERS, ConfigError
 from ralex.pricing import DEFAULT_API_BASE
+
+REPLICA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+"""A replica's name: it names a file (its journal) and a row (proxy_replica.id, the same check)."""
+
+
+def replica_name(host: str) -> str:
+    """A valid replica name made from a host name (anything else becomes '-')."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", host)[:64].lstrip("._-")
+    return name or "proxy"
 
 
 class ProxySettings(BaseSettings):
@@ -41,6 +53,12 @@ class ProxySettings(BaseSettings):
     db_wait_seconds: float = Field(60.0, ge=0, alias="RALEX_DB_WAIT_SECONDS")
     exporter_db_password: str | None = Field(None, alias="RALEX_EXPORTER_DB_PASSWORD")
     """Password of the read-only `ralex_reader` role the budget exporter logs in with."""
+    reservations: Literal["memory", "shared"] = Field("memory", alias="RALEX_RESERVATIONS")
+    """Where admission checks and holds: this process's book (one proxy), or Postgres, shared by every
+    replica (``shared``: required when more than one proxy serves the same ledger)."""
+    replica_id: str = Field(default_factory=lambda: replica_name(socket.gethostname()), alias="RALEX_REPLICA_ID")
+    """This replica's name in the shared ledger (default: the host name, a container's id); unique among the
+    replicas running, stable across restarts where the platform allows (Swarm: proxy-{{.Task.Slot}})."""
     clock_start: datetime | None = Field(None, alias="RALEX_CLOCK_START")
     """Run the budget clock from this moment (what-if drills and tests of the midnight reset)."""
 
@@ -77,6 +95,16 @@ class ProxySettings(BaseSettings):
     @classmethod
     def _path(cls, value: object) -> object:
         return None if value in (None, "") else value
+
+    @field_validator("replica_id", mode="before")
+    @classmethod
+    def _replica(cls, value: object) -> object:
+        if value in (None, ""):
+            return replica_name(socket.gethostname())
+        if not isinstance(value, str) or not REPLICA_ID.fullmatch(value):
+            raise ValueError("RALEX_REPLICA_ID must be 1-64 letters, digits, '.', '_' or '-', starting with a "
+                             "letter or digit (e.g. proxy-1)")
+        return value
 
     @field_validator("clock_start", mode="before")
     @classmethod
