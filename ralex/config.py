@@ -177,3 +177,30 @@ def require_secret(env: Mapping[str, str], name: str, hint: str) -> str:
     if value.lower() in PLACEHOLDERS or value.startswith("changethis"):
         raise ConfigError(f"{name} is not set (or still a placeholder); {hint}")
     return value
+
+
+SECRETS_DIR: Final = Path("/run/secrets")
+"""Where Docker Swarm and Compose mount secrets (RALEX_SECRETS_DIR elsewhere, e.g. Kubernetes' secret volumes)."""
+
+
+def read_secret_files(names: tuple[str, ...], environ: dict[str, str] | None = None) -> list[str]:
+    """Fill each of ``names`` that the environment lacks from a file of that name in the secrets folder
+    (``RALEX_SECRETS_DIR``, default /run/secrets): a Swarm secret ``OPENROUTER_API_KEY`` is the variable
+    OPENROUTER_API_KEY. A variable that is set wins. Returns the names read from files; raises ConfigError
+    for a secret file that cannot be read or holds no value."""
+    env = os.environ if environ is None else environ
+    folder = Path(env.get("RALEX_SECRETS_DIR") or SECRETS_DIR)
+    found = []
+    for name in names:
+        path = folder / name
+        if env.get(name) or not path.is_file():
+            continue
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the secret {name} from {path} ({exc})") from None
+        if not value or any(c in value for c in "\r\n\0"):
+            raise ConfigError(f"the secret file {path} must hold one line: the value of {name}")
+        env[name] = value
+        found.append(name)
+    return found

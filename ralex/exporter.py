@@ -50,6 +50,7 @@ from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFam
 from prometheus_client.registry import Collector
 
 from ralex.budget import BudgetError, day_window, suggest_raise
+from ralex.config import ConfigError, read_secret_files
 from ralex.ledger.store import (
     ACTIVE_KEYS,
     BREAKDOWN,
@@ -226,6 +227,10 @@ class LedgerCollector(Collector):
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        read_secret_files(("RALEX_EXPORTER_DATABASE_URL",))
+    except ConfigError as exc:
+        raise SystemExit(f"ralex-exporter: {exc}") from None
     dsn = os.environ.get("RALEX_EXPORTER_DATABASE_URL")
     if not dsn:
         raise SystemExit("ralex-exporter: RALEX_EXPORTER_DATABASE_URL is not set (the read-only ledger DSN)")

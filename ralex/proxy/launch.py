@@ -17,13 +17,13 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
 import psycopg
 import yaml
 
-from ralex.config import ConfigError, RalexConfig, load_config
+from ralex.config import ConfigError, RalexConfig, load_config, read_secret_files
 from ralex.ledger.store import (
     UPSERT_PRICE,
     LedgerUnavailable,
@@ -36,6 +36,9 @@ from ralex.pricing import Price, fetch_prices, routing_config, with_overrides
 from ralex.proxy.settings import ProxySettings, load_settings
 
 log = logging.getLogger("ralex.launch")
+PROXY_SECRETS: Final = ("OPENROUTER_API_KEY", "LITELLM_MASTER_KEY", "RALEX_AGENT_KEY", "RALEX_DATABASE_URL",
+                        "RALEX_EXPORTER_DB_PASSWORD")
+"""Settings that may come from secret files (Swarm secrets) instead of the environment."""
 
 
 def wait_for_db(settings: ProxySettings) -> psycopg.Connection[Any]:
@@ -155,6 +158,11 @@ def main() -> None:
     # uvicorn's access log aside) from WARNING on, through the same root handler.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("ralex").setLevel(logging.INFO)
+    try:
+        read_secret_files(PROXY_SECRETS)
+    except ConfigError as exc:
+        print(f"ralex-proxy: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     if sys.argv[1:] == ["migrate"]:  # a one-shot job before the replicas start (Swarm, Kubernetes)
         migrate_only()
         return
