@@ -278,6 +278,27 @@ def live(proxy: Proxy, upstream: Fake) -> Iterator[Proxy]:
         assert_ledger_matches_upstream(proxy, upstream)
 
 
+@pytest.fixture(scope="session")
+def shared_proxy(pg: Pg, fake: Fake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    """A proxy whose reservations are shared through Postgres (as each of several replicas runs)."""
+    server = start_proxy(pg.new_database(), fake, tmp_path_factory.mktemp("shared"),
+                         RALEX_RESERVATIONS="shared", RALEX_REPLICA_ID="proxy-1")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["memory", "shared"])
+def each_book(request: pytest.FixtureRequest, upstream: Fake) -> Iterator[Proxy]:
+    """:func:`live` once with each reservation book: this process's memory, and Postgres shared by replicas.
+    The concurrency suite runs against both."""
+    proxy: Proxy = request.getfixturevalue("proxy" if request.param == "memory" else "shared_proxy")
+    proxy.set_caps(**CAP_PRESETS["agent"])
+    proxy.set_remaining(4.0)
+    yield proxy
+    if proxy.process.poll() is None:
+        assert_ledger_matches_upstream(proxy, upstream)
+
+
 def assert_ledger_matches_upstream(proxy: Proxy, upstream: Fake) -> None:
     wait_until(lambda: proxy.budget()["in_flight"] == 0 and proxy.budget()["ledger"]["pending"] == 0, 60,
                what="every request settled and written")

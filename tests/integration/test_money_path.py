@@ -116,8 +116,10 @@ def test_over_budget_is_refused_with_402_reset_time_and_how_to_raise(live: Proxy
     assert float(refused[-1]["cost_usd"]) == 0
 
 
-def test_fifty_concurrent_requests_cannot_overshoot(live: Proxy, upstream: Fake):
-    """$0.01 left, 50 requests at once (each slowed upstream so all are in flight together)."""
+def test_fifty_concurrent_requests_cannot_overshoot(each_book: Proxy, upstream: Fake):
+    """$0.01 left, 50 requests at once (each slowed upstream so all are in flight together), with the
+    book in memory and shared through Postgres."""
+    live = each_book
     live.set_remaining(0.01)
     limit = live.budget()["limit"]
     upstream.faults({"kind": "slow", "chunk_delay": 0.3, "times": None})
