@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import httpx
 import psycopg
+from prometheus_client import Counter
 
 from ralex.budget import budget_day, usd
 from ralex.config import load_config
@@ -58,6 +59,14 @@ SCOPES_REFRESH_SECONDS: Final = 1.0
 """How often a replica re-reads every replica's spend and holds (routing's view; admission asks Postgres)."""
 ORPHANS_SWEEP_SECONDS: Final = 5.0
 """How often a replica looks for replicas that are gone and settles what they left."""
+
+
+REPLICA_SPEND: Final = Counter(
+    "ralex_replica_spend_usd", "Dollars settled by this proxy replica since it started (the ledger rows it wrote), "
+    "by key. With several replicas, Prometheus scrapes each: sum by (replica).", ["replica", "key"])
+REPLICA_REQUESTS: Final = Counter(
+    "ralex_replica_requests", "Requests this proxy replica recorded since it started, by key and ledger status "
+    "(ok, refused, error, cancelled, abandoned, interrupted).", ["replica", "key", "status"])
 
 
 class NotReady(RuntimeError):
@@ -152,8 +161,10 @@ class ProxyRuntime:
             log.error("ralex: Postgres rejected %d journal rows ($%.8f); they stay in the journal, count in "
                       "today's spend and are retried at the next start", len(refused), self.writer.rejected_usd)
         self.writer.start()
+        self.replica = settings.replica_id
+        REPLICA_SPEND.labels(self.replica, "agent").inc(0)  # the series exists from the start
         self._engine = BudgetEngine(routing_config(self.config, self.prices), budget, spent, clock=clock,
-                                    sink=self.writer.submit, hold_sink=journal.hold,
+                                    sink=self._record, hold_sink=journal.hold,
                                     sticky_ttl=self.config.routing.sticky_turn_ttl_seconds,
                                     crossed_today=crossed, on_crossing=self._record_crossing,
                                     spent_by_key=spent_by_key, key_budgets=self._key_budgets(), day=today)
@@ -186,6 +197,14 @@ class ProxyRuntime:
         log.info("ralex: stopped; %d rows and %d open holds left in the journal for the next start",
                  len(queued), len(open_holds))
         self._engine = None
+
+    def _record(self, row: LedgerRow) -> None:
+        """Every finished row: to the ledger writer (journal first), and to this replica's counters."""
+        assert self.writer is not None
+        self.writer.submit(row)
+        REPLICA_REQUESTS.labels(self.replica, row.key_name, row.status).inc()
+        if row.cost_usd:
+            REPLICA_SPEND.labels(self.replica, row.key_name).inc(row.cost_usd)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -481,7 +500,7 @@ class ProxyRuntime:
             "summary": snap.summary(),
             "in_flight": engine.book.in_flight(),
             "reservations": "shared" if self.shared is not None else "memory",
-            "replica": self.shared.replica if self.shared is not None else None,
+            "replica": self.replica,
             "alert_thresholds": list(engine.settings.alert_thresholds),
             "alerts_crossed_today": sorted(engine.crossed),
             "thresholds": {

@@ -81,6 +81,11 @@ def test_every_replica_names_itself_and_shares_the_day(team: list[Proxy], upstre
     spent_before = views[1]["spent"]
     wait_until(lambda: abs(team[1].budget()["spent"] - (spent_before + cost)) < 1e-9, 5,
                what="another replica to see the spend")
+    # each replica counts what it settled, under its own name, for Prometheus to sum by replica
+    metrics = [r.client.get("/metrics").text for r in team]
+    assert f'ralex_replica_spend_usd_total{{key="operator",replica="proxy-0"}} {cost}' in metrics[0]
+    assert 'ralex_replica_spend_usd_total{key="agent",replica="proxy-1"} 0.0' in metrics[1]
+    assert 'replica="proxy-0"' not in metrics[1]
 
 
 def test_sixty_concurrent_requests_over_three_replicas_never_pass_the_day(team: list[Proxy], upstream: Fake):
