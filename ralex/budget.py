@@ -254,6 +254,16 @@ def sub_budget_text(limit: float) -> str:
             "then short emergency answers; never past the day's budget")
 
 
+def key_summary(name: str, limit: float | None, spent: float, held: float, reset_line: str) -> str:
+    """A client key's own day in one line, for its own client (the day's budget is the operator's):
+    `Key ana: $0.40 of $2.00 spent (20%) · $1.60 left · resets at 00:00 UTC (in 6h12m)`."""
+    if limit is None:
+        return f"Key {name}: {usd(spent)} spent today (no sub-budget: the team's daily budget) · {reset_line}"
+    share = spent / limit if limit > 0 else 1.0
+    return (f"Key {name}: {usd(spent)} of {usd(limit)} spent ({share:.0%}) · {usd(max(0.0, limit - spent - held))} "
+            f"left · {reset_line}")
+
+
 def key_thresholds(day: Thresholds, key_limit: float) -> Thresholds:
     """A key's tier thresholds: :data:`KEY_TIER_FRACTIONS` of its sub-budget."""
     smart, cheap = KEY_TIER_FRACTIONS

@@ -27,7 +27,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.routing import APIRoute
 
-from ralex.budget import BudgetError, parse_budget
+from ralex.budget import BudgetError, key_summary, parse_budget
 from ralex.engine import Rejected
 from ralex.keys import ClientKey, ClientKeyError
 from ralex.params import RequestError, parse_body
@@ -154,7 +154,9 @@ async def _own_status(key: ClientKey) -> dict[str, Any]:
     if mine is None:  # revoked meanwhile
         raise HTTPException(401, f"key {key.name} is no longer active")
     return {"key": key.name, "daily_budget": mine["daily_budget"], "spent": mine["spent_today"],
-            "held": mine["held"], "remaining": mine["remaining"], "resets_at": view["resets_at"]}
+            "held": mine["held"], "remaining": mine["remaining"], "resets_at": view["resets_at"],
+            "summary": key_summary(key.name, mine["daily_budget"], mine["spent_today"], mine["held"],
+                                   view["reset_line"])}
 
 
 def _only(body: dict[str, Any], fields: tuple[str, ...]) -> None:

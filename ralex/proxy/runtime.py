@@ -588,7 +588,7 @@ class ProxyRuntime:
         others = {name: dict(zip(("spent_today", "held"), engine.key_usage(name), strict=True))
                   for name in ("agent", "operator")}
         snap = engine.snapshot()
-        return {"day": snap.day.isoformat(), "resets_at": snap.reset_at.isoformat(),
+        return {"day": snap.day.isoformat(), "resets_at": snap.reset_at.isoformat(), "reset_line": snap.reset_line(),
                 "keys": [self._key_view(k, engine) for k in self._keys.values()],
                 "others": {n: {k: round(v, 8) for k, v in u.items()} for n, u in others.items()}}
 

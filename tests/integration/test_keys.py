@@ -153,7 +153,10 @@ def test_a_client_key_may_call_the_model_routes_only(live: Proxy, upstream: Fake
     auth = {"Authorization": f"Bearer {key}"}
     base = live.url.rstrip("/")
     assert httpx.get(f"{base}/v1/models", headers=auth).status_code == 200
-    assert httpx.get(f"{base}/ralex/status", headers=auth).status_code == 200  # the agent's read-only view
+    own = httpx.get(f"{base}/ralex/status", headers=auth)  # its own day only: a joined agent's toasts read it
+    assert own.status_code == 200
+    assert own.json()["summary"].startswith(f"Key {name}: $0.00 spent today (no sub-budget: the team's daily budget)")
+    assert "events" not in own.json()
     for method, path in (("GET", "/ralex/budget"), ("GET", "/ralex/keys"), ("POST", "/ralex/keys"),
                          ("PUT", f"/ralex/keys/{name}"), ("DELETE", f"/ralex/keys/{name}"), ("PUT", "/ralex/budget"),
                          ("GET", "/ralex/spend"), ("POST", "/ralex/route")):

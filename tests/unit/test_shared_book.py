@@ -117,3 +117,12 @@ def test_a_secret_file_with_no_single_value_is_refused_naming_the_file(tmp_path:
     (tmp_path / "RALEX_AGENT_KEY").write_text(content)
     with pytest.raises(ConfigError, match="RALEX_AGENT_KEY"):
         read_secret_files(("RALEX_AGENT_KEY",), {"RALEX_SECRETS_DIR": str(tmp_path)})
+
+
+def test_a_keys_own_summary_names_its_sub_budget_and_never_the_days():
+    from ralex.budget import key_summary
+
+    line = key_summary("ana", 2.0, 0.4, 0.1, "resets at 00:00 UTC (in 6h12m)")
+    assert line == "Key ana: $0.40 of $2.00 spent (20%) · $1.50 left · resets at 00:00 UTC (in 6h12m)"
+    assert key_summary("ana", None, 0.0123, 0.0, "resets").startswith("Key ana: $0.0123 spent today (no sub-budget")
+    assert "left" in key_summary("ana", 0.0, 0.0, 0.0, "r")
