@@ -22,9 +22,9 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any, Final
 
 import psycopg
-from psycopg.types.json import Jsonb
 
-from ralex.ledger.rows import LedgerRow, row_from_json, row_to_json
+from ralex.ledger.rows import LedgerRow, row_from_json
+from ralex.ledger.store import row_record
 
 log = logging.getLogger("ralex.ledger")
 
@@ -181,7 +181,7 @@ class SharedLedger:
             rows = await self._call(RESERVE, (
                 request_id, day, key, money(amount), Decimal(repr(float(day_limit))),
                 None if key_limit is None else Decimal(repr(float(key_limit))), self.replica,
-                Jsonb(row_to_json(record))))
+                row_record(record)))
         except psycopg.errors.UniqueViolation:  # a retry: the first try held it, and its answer was lost
             await self.release(request_id)
             raise LedgerAway("the shared ledger's answer was lost") from None

@@ -22,6 +22,7 @@ from ralex.config import BudgetDefaults
 from ralex.keys import ClientKey
 from ralex.ledger.rows import BudgetSettings as BudgetSettings  # re-exported for readers of the ledger
 from ralex.ledger.rows import LedgerRow as LedgerRow
+from ralex.ledger.rows import row_to_json
 from ralex.sinks import pg_text
 
 MIGRATIONS_PACKAGE: Final = "ralex.ledger.migrations"
@@ -184,6 +185,12 @@ def row_values(row: LedgerRow) -> tuple[Any, ...]:
     through :func:`ralex.sinks.pg_text` (the reason and the error quote the request; Postgres refuses
     NUL and lone surrogates). A row is never refused for what its text says."""
     return tuple(pg_text(v) if isinstance(v := getattr(row, name), str) else v for name in LEDGER_COLUMNS)
+
+
+def row_record(row: LedgerRow) -> Jsonb:
+    """A row as the jsonb a reservation keeps (the row it leaves if its replica dies): its text through
+    :func:`ralex.sinks.pg_text`, as :func:`row_values` writes it (jsonb refuses NUL as text does)."""
+    return Jsonb({name: pg_text(v) if isinstance(v, str) else v for name, v in row_to_json(row).items()})
 
 
 def insert_rows(conn: psycopg.Connection[Any], rows: Iterable[LedgerRow]) -> None:

@@ -71,9 +71,11 @@ def settled(proxy: Proxy) -> None:
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize("api", APIS)
 @pytest.mark.parametrize("prompt", PROMPTS)
-def test_a_prompt_with_control_characters_gets_its_answer_header_and_ledger_row(live: Proxy, upstream: Fake,
+def test_a_prompt_with_control_characters_gets_its_answer_header_and_ledger_row(each_book: Proxy, upstream: Fake,
                                                                                 prompt: str, api: str,
                                                                                 stream: bool):
+    """With either book: the shared one keeps each hold's row in Postgres (jsonb), quoting the prompt too."""
+    live = each_book
     text = PROMPTS[prompt].format(n=uuid.uuid4().hex[:8])  # a turn of its own: the reason quotes the prompt
     reason = explained_reason(live, text)
     assert any(c in reason for c in "\n\x00\u2028"), f"the classifier no longer quotes the character: {reason!r}"
