@@ -7,10 +7,15 @@ no fsync and no database round trip on the request path, and the data is in the 
 cache the moment the call returns, so it survives the death of the process (not a power cut).
 
 At start the journal is replayed: every settled row, and every hold that never settled, goes to
-Postgres (``ON CONFLICT DO NOTHING`` on the request id, so replays are idempotent) before today's
+Postgres (once per request id, so replays are idempotent; a row charged at its hold gives way to the
+request's real row: :data:`ralex.ledger.store.INSERT_LEDGER`) before today's
 spend is read; a row Postgres refuses stays in the journal for the next start, and its cost counts
 in today's spend meanwhile. While running, the journal is rewritten from what is still open (holds
 in flight, rows not yet in Postgres, rows it refused) whenever it grows past a threshold.
+
+With several replicas each has a journal of its own (``ledger-journal.<replica>.jsonl``): a replica
+replays only its own at start, and the journal of a replica that is gone is replayed once, by the
+replica that took its lock (:mod:`ralex.ledger.shared`).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Requests hand rows to :meth:`LedgerWriter.submit`: one append to the journal
 (:mod:`ralex.ledger.journal`), no database round trip. A background task writes them in batches;
 when Postgres is away the rows stay queued and are retried with backoff. Rows carry their own
-UUID and are inserted with ``ON CONFLICT DO NOTHING``, so a retry after an unclear commit, or a
-journal replay, never counts a request twice.
+UUID and are inserted once per id (:data:`ralex.ledger.store.INSERT_LEDGER`), so a retry after an
+unclear commit, or a journal replay, never counts a request twice.
 
 No row is refused for its text (:func:`ralex.ledger.store.row_values` encodes it for Postgres). A row
 Postgres still rejects is a bug, and is treated as one: logged as an error, counted in

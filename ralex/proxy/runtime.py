@@ -130,7 +130,11 @@ class ProxyRuntime:
             self.shared = SharedLedger(settings.database_url, settings.replica_id, str(journal.path))
             await self.shared.start()
         # written by earlier versions: the spool, and rows Postgres refused (set aside, never replayed)
-        legacy = (journal.path.with_name("ledger-spool.jsonl"), journal.path.with_suffix(".rejected.jsonl"))
+        legacy: tuple[Path, ...] = (journal.path.with_name("ledger-spool.jsonl"),
+                                    journal.path.with_suffix(".rejected.jsonl"))
+        if self.shared is not None:  # a single proxy's journal, left from before the replicas (replays are idempotent)
+            single = settings.journal_path or settings.runtime_dir / "ledger-journal.jsonl"
+            legacy = (*legacy, single, single.with_suffix(".rejected.jsonl"))
         async with await psycopg.AsyncConnection.connect(settings.database_url, connect_timeout=5) as conn:
             replayed = await self._price_interrupted(replay(*legacy, journal.path))
             refused = await insert_rows(conn, replayed) if replayed else []

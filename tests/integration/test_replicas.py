@@ -207,3 +207,44 @@ def test_a_replica_killed_mid_traffic_leaves_the_ledger_equal_to_the_bill(team: 
     # the killed replica comes back under its name and serves again
     team[2] = start_proxy(team[0].dsn, upstream, tmp_path, **shared_env("proxy-2"))
     assert team[2].chat("fix the typo", model="cheap").status_code == 200
+
+
+def test_a_row_charged_at_its_hold_gives_way_to_the_real_row_and_never_the_reverse(pg: Pg):
+    """The sweeper charged a request at its hold ('interrupted'); its real row turns up later (a journal
+    replayed): the real cost replaces the hold in the ledger, the day's totals, breakdown and scopes. A
+    replay of the hold afterwards, or of the real row, changes nothing."""
+    from datetime import UTC, datetime
+
+    from ralex.ledger.rows import LedgerRow
+    from ralex.ledger.store import insert_rows, migrate
+
+    dsn = pg.new_database()
+    day = datetime.now(UTC).date()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrate(conn)
+        conn.execute("SELECT ralex_scope_open(%s, 'ana')", (day,))
+        base = LedgerRow(ts=datetime.now(UTC), budget_day=day, alias_requested="cheap", status="interrupted",
+                         alias_routed="cheap", upstream_model="m", cost_usd=0.05, cost_source="hold", key_name="ana")
+        real = LedgerRow(**{**{f: getattr(base, f) for f in base.__slots__},  # type: ignore[attr-defined]
+                            "status": "ok", "cost_usd": 0.0012, "cost_source": "upstream"})
+
+        def figures() -> tuple[Any, ...]:
+            row = conn.execute(
+                "SELECT (SELECT cost_usd FROM ledger), (SELECT spent_usd FROM daily_totals WHERE budget_day = %(d)s),"
+                " (SELECT requests FROM daily_totals WHERE budget_day = %(d)s),"
+                " (SELECT sum(spent_usd) FROM daily_breakdown WHERE budget_day = %(d)s),"
+                " (SELECT sum(requests) FROM daily_breakdown WHERE budget_day = %(d)s),"
+                " (SELECT spent_usd FROM budget_scope WHERE budget_day = %(d)s AND scope = ''),"
+                " (SELECT spent_usd FROM budget_scope WHERE budget_day = %(d)s AND scope = 'ana')", {"d": day}).fetchone()
+            assert row is not None
+            return tuple(row)
+
+        insert_rows(conn, [base])
+        assert figures() == (Decimal("0.05"), Decimal("0.05"), 1, Decimal("0.05"), 1, Decimal("0.05"), Decimal("0.05"))
+        insert_rows(conn, [real])
+        after = (Decimal("0.0012"), Decimal("0.0012"), 1, Decimal("0.0012"), 1, Decimal("0.0012"), Decimal("0.0012"))
+        assert figures() == after
+        insert_rows(conn, [base])
+        insert_rows(conn, [real])
+        assert figures() == after
+        assert conn.execute("SELECT status FROM ledger").fetchone() == ("ok",)
