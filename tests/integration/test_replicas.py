@@ -235,7 +235,8 @@ def test_a_row_charged_at_its_hold_gives_way_to_the_real_row_and_never_the_rever
                 " (SELECT sum(spent_usd) FROM daily_breakdown WHERE budget_day = %(d)s),"
                 " (SELECT sum(requests) FROM daily_breakdown WHERE budget_day = %(d)s),"
                 " (SELECT spent_usd FROM budget_scope WHERE budget_day = %(d)s AND scope = ''),"
-                " (SELECT spent_usd FROM budget_scope WHERE budget_day = %(d)s AND scope = 'ana')", {"d": day}).fetchone()
+                " (SELECT spent_usd FROM budget_scope WHERE budget_day = %(d)s AND scope = 'ana')",
+                {"d": day}).fetchone()
             assert row is not None
             return tuple(row)
 
