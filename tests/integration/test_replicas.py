@@ -213,6 +213,7 @@ def test_a_row_charged_at_its_hold_gives_way_to_the_real_row_and_never_the_rever
     """The sweeper charged a request at its hold ('interrupted'); its real row turns up later (a journal
     replayed): the real cost replaces the hold in the ledger, the day's totals, breakdown and scopes. A
     replay of the hold afterwards, or of the real row, changes nothing."""
+    from dataclasses import replace
     from datetime import UTC, datetime
 
     from ralex.ledger.rows import LedgerRow
@@ -225,8 +226,7 @@ def test_a_row_charged_at_its_hold_gives_way_to_the_real_row_and_never_the_rever
         conn.execute("SELECT ralex_scope_open(%s, 'ana')", (day,))
         base = LedgerRow(ts=datetime.now(UTC), budget_day=day, alias_requested="cheap", status="interrupted",
                          alias_routed="cheap", upstream_model="m", cost_usd=0.05, cost_source="hold", key_name="ana")
-        real = LedgerRow(**{**{f: getattr(base, f) for f in base.__slots__},  # type: ignore[attr-defined]
-                            "status": "ok", "cost_usd": 0.0012, "cost_source": "upstream"})
+        real = replace(base, status="ok", cost_usd=0.0012, cost_source="upstream")
 
         def figures() -> tuple[Any, ...]:
             row = conn.execute(
