@@ -28,7 +28,7 @@ from ralex.ledger.store import row_record
 
 log = logging.getLogger("ralex.ledger")
 
-RESERVE: Final = "SELECT * FROM ralex_reserve(%s, %s, %s, %s, %s, %s, %s, %s)"
+RESERVE: Final = "SELECT * FROM ralex_reserve(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 RELEASE: Final = "SELECT ralex_release(%s)"
 NOTE_GENERATION: Final = "UPDATE reservation SET generation_id = %s WHERE request_id = %s"
 SCOPES_ON_DAY: Final = "SELECT scope, spent_usd, held_usd FROM budget_scope WHERE budget_day = %s"
@@ -41,6 +41,7 @@ TRY_LOCK: Final = "SELECT pg_try_advisory_lock(ralex_replica_lock(%s))"
 UNLOCK: Final = "SELECT pg_advisory_unlock(ralex_replica_lock(%s))"
 LEFT_HOLDS: Final = "SELECT record, generation_id FROM reservation WHERE replica = %s"
 FORGET: Final = "DELETE FROM proxy_replica WHERE id = %s"
+RELEASE_EXPIRED: Final = "SELECT count(ralex_release(request_id)) FROM reservation WHERE expires_at < now()"
 CENT_FRACTIONS: Final = Decimal("1e-8")
 """The ledger's money columns hold 8 decimals: holds are rounded up to them, never down."""
 KEEPALIVE: Final = "keepalives=1 keepalives_idle=5 keepalives_interval=2 keepalives_count=3"
@@ -76,8 +77,12 @@ def money(amount: float) -> Decimal:
 
 
 class SharedLedger:
-    def __init__(self, dsn: str, replica: str, journal: str | None, *, pool_size: int = 4) -> None:
+    def __init__(self, dsn: str, replica: str, journal: str | None, *, pool_size: int = 4,
+                 hold_ttl: float = 600.0) -> None:
+        """``hold_ttl``: seconds after which a hold still in Postgres is a leak (longer than the replica
+        takes to charge a request that never reports back)."""
         self._dsn = dsn
+        self._hold_ttl = hold_ttl
         self.replica = replica
         self._journal = journal
         self._pool_size = pool_size
@@ -181,7 +186,7 @@ class SharedLedger:
             rows = await self._call(RESERVE, (
                 request_id, day, key, money(amount), Decimal(repr(float(day_limit))),
                 None if key_limit is None else Decimal(repr(float(key_limit))), self.replica,
-                row_record(record)))
+                row_record(record), self._hold_ttl))
         except psycopg.errors.UniqueViolation:  # a retry: the first try held it, and its answer was lost
             await self.release(request_id)
             raise LedgerAway("the shared ledger's answer was lost") from None
@@ -234,6 +239,11 @@ class SharedLedger:
 
     async def forget(self, replica: str) -> None:
         await self._call(FORGET, (replica,))
+
+    async def release_expired(self) -> int:
+        """Give back holds past their expiry (leaks: see migration 0008); returns how many."""
+        rows = await self._call(RELEASE_EXPIRED, ())
+        return int(rows[0][0]) if rows else 0
 
 
 async def _locked(conn: psycopg.AsyncConnection[Any], replica: str) -> bool:

@@ -127,7 +127,8 @@ class ProxyRuntime:
         journal = Journal(journal_path(settings.journal_path or settings.runtime_dir / "ledger-journal.jsonl",
                                        settings.replica_id if settings.reservations == "shared" else None))
         if settings.reservations == "shared":  # this replica's lock first: nobody sweeps what it recovers
-            self.shared = SharedLedger(settings.database_url, settings.replica_id, str(journal.path))
+            self.shared = SharedLedger(settings.database_url, settings.replica_id, str(journal.path),
+                                       hold_ttl=self.abandon_after() + 120)
             await self.shared.start()
         # written by earlier versions: the spool, and rows Postgres refused (set aside, never replayed)
         legacy: tuple[Path, ...] = (journal.path.with_name("ledger-spool.jsonl"),
@@ -404,8 +405,12 @@ class ProxyRuntime:
                      " · ".join(f"{name} {usd(spec.max_cost_per_request)}"
                                 for name, spec in engine.routing.aliases.items()))
 
+    def abandon_after(self) -> float:
+        """Seconds after which a request that never reported back is charged its hold."""
+        return self.settings.upstream_timeout * 2 + 60
+
     async def _sweep(self) -> None:
-        horizon = self.settings.upstream_timeout * 2 + 60
+        horizon = self.abandon_after()
         while True:
             await asyncio.sleep(5)
             engine, writer, journal = self._engine, self.writer, self.journal
@@ -451,6 +456,10 @@ class ProxyRuntime:
             return 0
         recovered = 0
         async with shared.orphans() as gone:
+            released = await shared.release_expired()
+            if released:
+                log.warning("ralex: %d holds outlived their requests (a release that found Postgres away); given "
+                            "back", released)
             for replica, journal in gone:
                 path = Path(journal) if journal else None
                 rows = replay(path) if path is not None and path.exists() else []

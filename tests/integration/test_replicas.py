@@ -249,3 +249,48 @@ def test_a_row_charged_at_its_hold_gives_way_to_the_real_row_and_never_the_rever
         insert_rows(conn, [real])
         assert figures() == after
         assert conn.execute("SELECT status FROM ledger").fetchone() == ("ok",)
+
+
+def test_a_hold_past_its_expiry_is_given_back_and_its_late_row_still_counts(pg: Pg):
+    """A hold whose release found Postgres away outlives its request: past its expiry any replica gives it
+    back; a ledger row of that request arriving later counts its cost all the same."""
+    import asyncio
+    import uuid
+    from datetime import UTC, datetime
+
+    from ralex.ledger.rows import LedgerRow
+    from ralex.ledger.shared import SharedLedger
+    from ralex.ledger.store import insert_rows, migrate
+
+    dsn = pg.new_database()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrate(conn)
+    day = datetime.now(UTC).date()
+    key = str(uuid.uuid4())
+    row = LedgerRow(ts=datetime.now(UTC), budget_day=day, alias_requested="cheap", status="interrupted",
+                    request_id=uuid.UUID(key), cost_usd=0.002, cost_source="hold", key_name="agent")
+
+    async def hold() -> tuple[bool, int, int]:
+        ledger = SharedLedger(dsn, "proxy-x", None, hold_ttl=0.2)
+        await ledger.start()
+        try:
+            verdict = await ledger.reserve(key, day, "agent", 0.002, 1.0, None, row)
+            early = await ledger.release_expired()
+            await asyncio.sleep(0.5)
+            return verdict.admitted, early, await ledger.release_expired()
+        finally:
+            await ledger.close()
+
+    assert asyncio.run(hold()) == (True, 0, 1)
+    held = "SELECT spent_usd, held_usd FROM budget_scope WHERE budget_day = %s AND scope = ''"
+    assert scalar(dsn, "SELECT count(*) FROM reservation") == 0
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute(held, (day,)).fetchone() == (Decimal(0), Decimal(0))
+        insert_rows(conn, [replace_status(row)])
+        assert conn.execute(held, (day,)).fetchone() == (Decimal("0.00120000"), Decimal(0))
+
+
+def replace_status(row: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(row, status="ok", cost_usd=0.0012, cost_source="upstream")

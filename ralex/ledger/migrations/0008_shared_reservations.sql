@@ -20,7 +20,10 @@ CREATE TABLE budget_scope (
 );
 
 -- One row per request in flight: its hold, who holds it, and the row it leaves if it never settles
--- (the write-ahead record a sweeper charges when its replica died).
+-- (the write-ahead record a sweeper charges when its replica died). A hold still here past expires_at
+-- (its replica charges a request that never reports back well before) is a leak, e.g. a release that
+-- found Postgres away: any replica gives it back, and the request's ledger row, if one comes, still
+-- counts its cost.
 CREATE TABLE reservation (
     request_id     uuid PRIMARY KEY,
     budget_day     date           NOT NULL,
@@ -29,8 +32,10 @@ CREATE TABLE reservation (
     replica        text           NOT NULL,
     generation_id  text,
     record         jsonb          NOT NULL,
-    created_at     timestamptz    NOT NULL DEFAULT now()
+    created_at     timestamptz    NOT NULL DEFAULT now(),
+    expires_at     timestamptz    NOT NULL
 );
+CREATE INDEX reservation_expires_idx ON reservation (expires_at);
 CREATE INDEX reservation_replica_idx ON reservation (replica);
 
 -- Every replica that runs or ran: a replica holds the advisory lock ralex_replica_lock(id) for as long
@@ -68,7 +73,7 @@ END $$;
 -- Admission: hold p_amount if it fits the day's limit and (p_key_limit not null) the key's sub-budget.
 -- Returns whether it was admitted, which budget refused it, and both scopes' figures after the call.
 CREATE FUNCTION ralex_reserve(p_id uuid, p_day date, p_key text, p_amount numeric, p_day_limit numeric,
-                              p_key_limit numeric, p_replica text, p_record jsonb)
+                              p_key_limit numeric, p_replica text, p_record jsonb, p_ttl_seconds double precision)
 RETURNS TABLE (admitted boolean, refused_by text, day_spent numeric, day_held numeric, key_spent numeric,
                key_held numeric) LANGUAGE plpgsql AS $$
 DECLARE
@@ -96,8 +101,8 @@ BEGIN
         RETURN QUERY SELECT false, 'key'::text, d.spent_usd, d.held_usd, k.spent_usd, k.held_usd;
         RETURN;
     END IF;
-    INSERT INTO reservation (request_id, budget_day, key_name, amount_usd, replica, record)
-        VALUES (p_id, p_day, p_key, p_amount, p_replica, p_record);
+    INSERT INTO reservation (request_id, budget_day, key_name, amount_usd, replica, record, expires_at)
+        VALUES (p_id, p_day, p_key, p_amount, p_replica, p_record, now() + make_interval(secs => p_ttl_seconds));
     RETURN QUERY SELECT true, NULL::text, d.spent_usd, d.held_usd, k.spent_usd, k.held_usd;
 END $$;
 
