@@ -1,7 +1,7 @@
 """Traffic from inside the stack: run with `python3 -c <this file> '<json>'` in a container attached to the
 stack's backend network (the proxy image: Python and httpx). Standard library and httpx only.
 
-One JSON request in argv[1], one JSON answer per line on stdout:
+One JSON request in argv[1] (or on stdin without one), one JSON answer per line on stdout:
 
 - ``{"op": "resolve", "name": "tasks.litellm"}``: the task addresses behind a name;
 - ``{"op": "call", "method": ..., "url": ..., "json": ..., "headers": ...}``: one HTTP call;
@@ -95,7 +95,7 @@ async def stream(urls: list[str], key: str, seconds: float, concurrency: int, bo
 
 
 def main() -> None:
-    request = json.loads(sys.argv[1])
+    request = json.loads(sys.argv[1] if len(sys.argv) > 1 else sys.stdin.read())
     op = request["op"]
     if op == "resolve":
         answer: Any = resolve(request["name"])

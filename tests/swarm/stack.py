@@ -59,9 +59,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
 
 
 def docker(*args: str, env: dict[str, str] | None = None, timeout: float = 120, check: bool = True,
-           cwd: Path = ROOT) -> str:
+           cwd: Path = ROOT, stdin: str | None = None) -> str:
     result = subprocess.run(["docker", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                            check=False)
+                            check=False, input=stdin)
     if check and result.returncode != 0:
         raise AssertionError(f"docker {' '.join(args[:3])} ...: {result.stderr.strip()[-2000:]}")
     return result.stdout
@@ -210,7 +210,7 @@ class Swarm:
     # --- inside the stack --------------------------------------------------------------------
 
     def client(self, request: dict[str, Any], timeout: float = 300) -> Any:
-        out = docker("exec", self.client_id, "python3", "-c", CLIENT, json.dumps(request), timeout=timeout)
+        out = docker("exec", "-i", self.client_id, "python3", "-c", CLIENT, timeout=timeout, stdin=json.dumps(request))
         return json.loads(out.strip().splitlines()[-1])
 
     def call(self, method: str, url: str, body: Any = None, master: bool = True) -> dict[str, Any]:
@@ -393,12 +393,5 @@ def kill(swarm: Swarm, seconds: float = 9, kill_after: float = 3, concurrency: i
         "hold_charged_usd": float(held_usd), "generations_without_row": missing,
         "replica_rows_left": int(swarm.sql(f"SELECT count(*) FROM reservation WHERE replica = '{victim['replica']}'")),
         "restarted_serves": serves["status"],
-        "journal_left": swarm_journal(swarm, restarted["container"], victim["replica"]),
     }
 
-
-def swarm_journal(swarm: Swarm, container: str, replica: str) -> int:
-    """Lines in the replica's journal on the shared spool volume (0 once everything reached Postgres)."""
-    out = docker("exec", container, "sh", "-c",
-                 f"cat /var/lib/ralex/spool/ledger-journal.{replica}.jsonl 2>/dev/null | wc -l", check=False)
-    return int(out.strip() or 0)
