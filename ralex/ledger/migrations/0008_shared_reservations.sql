@@ -135,29 +135,42 @@ END $$;
 CREATE TRIGGER ledger_to_totals_scope AFTER INSERT OR UPDATE ON ledger
     FOR EACH ROW EXECUTE FUNCTION ralex_ledger_to_scope();
 
+-- What one ledger row adds to the day's totals and breakdown (sign 1), or takes back (sign -1): the
+-- one place both are counted, for inserted rows and for rows replaced.
+CREATE FUNCTION ralex_count_row(r ledger, sign integer) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO daily_totals AS t (budget_day, spent_usd, requests, refusals, errors, fallbacks, updated_at)
+    VALUES (r.budget_day, sign * r.cost_usd,
+            sign * (r.status IN ('ok', 'abandoned', 'cancelled', 'interrupted'))::int,
+            sign * (r.status = 'refused')::int, sign * (r.status = 'error')::int, sign * r.fallback::int, now())
+    ON CONFLICT (budget_day) DO UPDATE SET
+        spent_usd = t.spent_usd + EXCLUDED.spent_usd,
+        requests  = t.requests + EXCLUDED.requests,
+        refusals  = t.refusals + EXCLUDED.refusals,
+        errors    = t.errors + EXCLUDED.errors,
+        fallbacks = t.fallbacks + EXCLUDED.fallbacks,
+        updated_at = now();
+    INSERT INTO daily_breakdown AS b (budget_day, key_name, alias_routed, upstream_model, route_kind, status,
+                                      fallback, requests, spent_usd)
+    VALUES (r.budget_day, r.key_name, coalesce(r.alias_routed, ''), coalesce(r.upstream_model, ''),
+            r.route_kind, r.status, r.fallback, sign, sign * r.cost_usd)
+    ON CONFLICT (budget_day, key_name, alias_routed, upstream_model, route_kind, status, fallback) DO UPDATE SET
+        requests  = b.requests + EXCLUDED.requests,
+        spent_usd = b.spent_usd + EXCLUDED.spent_usd;
+END $$;
+
+CREATE OR REPLACE FUNCTION ralex_ledger_to_totals() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ralex_count_row(NEW, 1);
+    RETURN NULL;
+END $$;
+
 -- A row charged at its hold because its replica died ('interrupted') is replaced by the request's real
 -- row when that turns up later (a journal replayed after the sweep): the aggregates follow the change.
 CREATE FUNCTION ralex_ledger_replaced() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE daily_totals SET
-        spent_usd = spent_usd - OLD.cost_usd + NEW.cost_usd,
-        requests  = requests - (OLD.status IN ('ok', 'abandoned', 'cancelled', 'interrupted'))::int
-                             + (NEW.status IN ('ok', 'abandoned', 'cancelled', 'interrupted'))::int,
-        errors    = errors - (OLD.status = 'error')::int + (NEW.status = 'error')::int,
-        fallbacks = fallbacks - OLD.fallback::int + NEW.fallback::int,
-        updated_at = now()
-        WHERE budget_day = OLD.budget_day;
-    UPDATE daily_breakdown SET requests = requests - 1, spent_usd = spent_usd - OLD.cost_usd
-        WHERE budget_day = OLD.budget_day AND key_name = OLD.key_name
-          AND alias_routed = coalesce(OLD.alias_routed, '') AND upstream_model = coalesce(OLD.upstream_model, '')
-          AND route_kind = OLD.route_kind AND status = OLD.status AND fallback = OLD.fallback;
-    INSERT INTO daily_breakdown AS b (budget_day, key_name, alias_routed, upstream_model, route_kind, status,
-                                      fallback, requests, spent_usd)
-    VALUES (NEW.budget_day, NEW.key_name, coalesce(NEW.alias_routed, ''), coalesce(NEW.upstream_model, ''),
-            NEW.route_kind, NEW.status, NEW.fallback, 1, NEW.cost_usd)
-    ON CONFLICT (budget_day, key_name, alias_routed, upstream_model, route_kind, status, fallback) DO UPDATE SET
-        requests  = b.requests + 1,
-        spent_usd = b.spent_usd + EXCLUDED.spent_usd;
+    PERFORM ralex_count_row(OLD, -1);
+    PERFORM ralex_count_row(NEW, 1);
     RETURN NULL;
 END $$;
 CREATE TRIGGER ledger_replaced AFTER UPDATE ON ledger FOR EACH ROW EXECUTE FUNCTION ralex_ledger_replaced();
