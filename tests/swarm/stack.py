@@ -25,6 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from tests.integration.conftest import wait_until as poll
 from tests.zones import far_from_midnight
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,18 +45,8 @@ class SwarmUnavailable(Exception):
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" ({last!r})" if last else ""))
+    """:func:`tests.integration.conftest.wait_until`, polling every half second."""
+    return poll(predicate, timeout, interval, what)
 
 
 def docker(*args: str, env: dict[str, str] | None = None, timeout: float = 120, check: bool = True,
