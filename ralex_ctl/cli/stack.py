@@ -163,15 +163,20 @@ def init(
         values["COMPOSE_PROJECT_NAME"] = taken
     template = project.example_path.read_text() if project.example_path.exists() else ""
     checked = _write_env_checked(project, render_env(template, values))
-    if not folder.exists():
-        folder.mkdir(parents=True)
-        if os.getuid() == 0:
-            os.chown(folder, uid, gid)
+    _make_workspace(folder, uid, gid)
     console.print(f"[green]wrote[/green] {safe_line(project.env_path)} (budget {usd(amount)}/day, "
                   f"{safe_line(timezone)}, workspace {safe_line(workspace_value)}, {profile} memory profile, "
                   f"{toolchain} toolchain, agent offline{'' if dashboard else ', no dashboard'}"
                   + (f", Compose project {safe_line(taken)}" if taken else "")
                   + f"; {safe_line(checked)}); next: ralexctl up", highlight=False)
+
+
+def _make_workspace(folder: Path, uid: int, gid: int) -> None:
+    """The agent's workspace, owned by the agent's user when ralexctl runs as root."""
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        if os.getuid() == 0:
+            os.chown(folder, uid, gid)
 
 
 def _init_join(project: Project, url: str, key: str | None, ca: Path | None, check: bool, workspace: Path | None,
@@ -212,10 +217,7 @@ def _init_join(project: Project, url: str, key: str | None, ca: Path | None, che
     if taken:
         replace_file(project.env_path, update_env(project.env_path.read_text(), {"COMPOSE_PROJECT_NAME": taken},
                                                   "# This folder's own Compose project").encode())
-    if not folder.exists():
-        folder.mkdir(parents=True)
-        if os.getuid() == 0:
-            os.chown(folder, uid, gid)
+    _make_workspace(folder, uid, gid)
     console.print(f"[green]wrote[/green] {safe_line(project.env_path)} (joined {safe_line(target.url)}: "
                   f"{safe_line(said)}; workspace {safe_line(workspace_value)}, {toolchain} toolchain, agent offline"
                   + (f", Compose project {safe_line(taken)}" if taken else "")
