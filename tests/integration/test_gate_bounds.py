@@ -284,8 +284,10 @@ def test_a_client_key_reads_its_own_budget_only(live: Proxy, upstream: Fake):
         own = httpx.get(f"{live.url}ralex/status", headers=headers, params={"since": 0}, timeout=10)
         assert own.status_code == 200, own.text
         view = own.json()
-        assert set(view) == {"key", "daily_budget", "spent", "held", "remaining", "resets_at"}
+        assert set(view) == {"key", "daily_budget", "spent", "held", "remaining", "resets_at", "summary"}
         assert view["key"] == name
+        assert view["summary"].startswith(f"Key {name}: ")
+        assert "of $0.50 spent" in view["summary"]
         assert view["daily_budget"] == 0.5
         assert view["spent"] == pytest.approx(upstream.requests()[0]["billed_cost"], abs=1e-8)
         assert view["remaining"] == pytest.approx(0.5 - view["spent"], abs=1e-8)
