@@ -294,3 +294,24 @@ def replace_status(row: Any) -> Any:
     from dataclasses import replace
 
     return replace(row, status="ok", cost_usd=0.0012, cost_source="upstream")
+
+
+def test_ralex_proxy_migrate_prepares_the_ledger_once_and_exits(pg: Pg, fake: Fake, tmp_path: Path):
+    """The one-shot job before replicas start (Swarm's migrate service, Kubernetes' Job): twice in a row is
+    fine, an unknown argument is one line naming the two ways to run it."""
+    import subprocess
+
+    from tests.integration.conftest import free_port, launcher, proxy_env
+
+    dsn = pg.new_database()
+    env = proxy_env(dsn, fake, free_port(), tmp_path)
+    for _ in range(2):
+        done = subprocess.run([launcher(), "migrate"], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "the ledger is up to date" in done.stdout
+    assert scalar(dsn, "SELECT count(*) FROM ralex_schema_migrations") >= 8
+    assert scalar(dsn, "SELECT daily_limit_usd FROM budget_settings") == Decimal("5")
+    wrong = subprocess.run([launcher(), "migrat"], env=env, capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2
+    assert "ralex-proxy migrate" in wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1
